@@ -3,4 +3,6 @@
 //! arguments and dispatch. The layout follows `../shared/DESIGN.md`: each module owns one
 //! stage of the path of the data, and imports only the modules before it.
 
+pub mod context;
 pub mod dockerfile;
+pub mod layer;

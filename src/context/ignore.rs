@@ -1,0 +1,1 @@
+//! Placeholder: Docker's .dockerignore matcher lands here.

@@ -1,0 +1,2 @@
+//! Filesystem diffs as layers: deterministic tar (with OCI whiteouts), safe extraction,
+//! and compression.

@@ -5,4 +5,6 @@
 
 pub mod context;
 pub mod dockerfile;
+pub mod image;
 pub mod layer;
+pub mod store;

@@ -1,0 +1,1 @@
+//! OCI image types (digests, descriptors, manifests, indexes, configs) and image references.

@@ -7,4 +7,5 @@ pub mod context;
 pub mod dockerfile;
 pub mod image;
 pub mod layer;
+pub mod progress;
 pub mod store;

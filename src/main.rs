@@ -1,6 +1,5 @@
-fn main() -> std::process::ExitCode {
-    kiln_cli::main()
-}
+mod cli;
 
-#[path = "cli/mod.rs"]
-mod kiln_cli;
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

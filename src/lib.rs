@@ -3,9 +3,11 @@
 //! arguments and dispatch. The layout follows `../shared/DESIGN.md`: each module owns one
 //! stage of the path of the data, and imports only the modules before it.
 
+pub mod build;
 pub mod context;
 pub mod dockerfile;
 pub mod image;
 pub mod layer;
+pub mod plan;
 pub mod progress;
 pub mod store;

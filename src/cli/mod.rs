@@ -1,9 +1,12 @@
 //! Argument parsing and dispatch only: every behaviour lives in the library. This is the
 //! one place that prints to the user and the one place that uses `anyhow`.
 
+mod args;
+mod build;
 mod debug;
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -13,21 +16,35 @@ use std::process::ExitCode;
     about = "Build container images from Dockerfiles, run them, push them: one binary, no daemon, rootless."
 )]
 struct Cli {
+    /// Where kiln keeps images, layers and its cache (default: $KILN_ROOT, else
+    /// $XDG_DATA_HOME/kiln, else ~/.local/share/kiln).
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile.
+    Build(args::BuildArgs),
     /// Tools for looking inside kiln's pipeline.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+}
+
+fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
+    let root = root.unwrap_or_else(kiln::store::default_root);
+    Ok(kiln::store::Store::open(&root)?)
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
+        Command::Build(args) => open_store(cli.root)
+            .and_then(|s| build::run(&s, args))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

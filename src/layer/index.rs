@@ -84,11 +84,13 @@ pub fn clean(path: &str) -> String {
     parts.join("/")
 }
 
-fn parent_of(path: &str) -> &str {
+/// The parent of a cleaned path ("" for a top-level name).
+pub fn parent_of(path: &str) -> &str {
     path.rfind('/').map(|i| &path[..i]).unwrap_or("")
 }
 
-fn name_of(path: &str) -> &str {
+/// The last component of a cleaned path.
+pub fn name_of(path: &str) -> &str {
     path.rfind('/').map(|i| &path[i + 1..]).unwrap_or(path)
 }
 
@@ -264,53 +266,33 @@ impl View {
     /// absolute target restarts at the root, `..` stops at the root), and the last
     /// component too when `follow_last`.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<Option<Found<'_>>, IndexError> {
-        let mut todo: Vec<String> = clean(path)
-            .split('/')
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .rev()
-            .collect();
-        let mut cur = String::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            let next = if c == ".." {
-                parent_of(&cur).to_string()
-            } else if cur.is_empty() {
-                c
-            } else {
-                format!("{cur}/{c}")
-            };
-            let Some((layer, meta)) = self.lookup(&next) else {
-                return Ok(None);
-            };
-            if let Kind::Symlink(target) = &meta.kind {
-                if !todo.is_empty() || follow_last {
-                    hops += 1;
-                    if hops > MAX_LINKS {
-                        return Err(IndexError::SymlinkLoop {
-                            path: path.to_string(),
-                        });
-                    }
-                    if target.starts_with('/') {
-                        cur = String::new();
-                    }
-                    for t in target.split('/').filter(|c| !c.is_empty() && *c != ".").rev() {
-                        todo.push(t.to_string());
-                    }
-                    continue;
-                }
-            }
-            if !todo.is_empty() && !meta.is_dir() {
-                return Ok(None);
-            }
-            let _ = layer;
-            cur = next;
-        }
-        Ok(self.lookup(&cur).map(|(layer, meta)| Found {
-            path: cur,
-            meta,
-            layer,
+        let resolved = resolve_in_root(path, follow_last, |p| {
+            self.lookup(p).map(|(_, m)| match &m.kind {
+                Kind::Symlink(t) => Node::Symlink(t.clone()),
+                Kind::Dir => Node::Dir,
+                _ => Node::Other,
+            })
+        })?;
+        Ok(resolved.and_then(|p| {
+            self.lookup(&p).map(|(layer, meta)| Found {
+                path: p,
+                meta,
+                layer,
+            })
         }))
+    }
+
+    /// Where the data of a file found in this view lives: (tar, offset, size).
+    pub fn data_location(&self, found: &Found<'_>) -> (&Path, u64, u64) {
+        let layer = &self.layers[found.layer.min(self.layers.len().saturating_sub(1))];
+        let (offset, size) = match &found.meta.kind {
+            Kind::Hardlink(target) => match layer.index.entries.get(target) {
+                Some(m) => (m.data_offset, m.size),
+                None => (0, 0),
+            },
+            _ => (found.meta.data_offset, found.meta.size),
+        };
+        (&layer.tar, offset, size)
     }
 
     /// The names in directory `dir` (a resolved, cleaned path), merged over the layers.
@@ -347,19 +329,12 @@ impl View {
 
     /// Open the data of a regular file (or a hard link to one) found in this view.
     pub fn open(&self, found: &Found<'_>) -> Result<impl Read, IndexError> {
-        let layer = &self.layers[found.layer];
-        let (offset, size) = match &found.meta.kind {
-            Kind::Hardlink(target) => match layer.index.entries.get(target) {
-                Some(m) => (m.data_offset, m.size),
-                None => (0, 0),
-            },
-            _ => (found.meta.data_offset, found.meta.size),
-        };
+        let (tar, offset, size) = self.data_location(found);
         let err = |source| IndexError::Io {
-            path: layer.tar.clone(),
+            path: tar.to_path_buf(),
             source,
         };
-        let mut f = File::open(&layer.tar).map_err(err)?;
+        let mut f = File::open(tar).map_err(err)?;
         f.seek(SeekFrom::Start(offset)).map_err(err)?;
         Ok(f.take(size))
     }
@@ -381,6 +356,68 @@ impl View {
             })?;
         Ok(Some(buf))
     }
+}
+
+/// What a path is, for [`resolve_in_root`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    Symlink(String),
+    Other,
+}
+
+/// Resolve `path` in a tree reached through `lookup` as if the tree were the root
+/// filesystem: symlinks among the parents are followed (and the last component when
+/// `follow_last`), absolute targets restart at the root and `..` never climbs above it.
+/// Returns the resolved, cleaned path, or None when a component is missing or a
+/// non-directory has children asked of it.
+pub fn resolve_in_root(
+    path: &str,
+    follow_last: bool,
+    lookup: impl Fn(&str) -> Option<Node>,
+) -> Result<Option<String>, IndexError> {
+    let mut todo: Vec<String> = clean(path)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .rev()
+        .collect();
+    let mut cur = String::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        let next = if c == ".." {
+            parent_of(&cur).to_string()
+        } else if cur.is_empty() {
+            c
+        } else {
+            format!("{cur}/{c}")
+        };
+        let Some(node) = lookup(&next) else {
+            return Ok(None);
+        };
+        if let Node::Symlink(target) = &node {
+            if !todo.is_empty() || follow_last {
+                hops += 1;
+                if hops > MAX_LINKS {
+                    return Err(IndexError::SymlinkLoop {
+                        path: path.to_string(),
+                    });
+                }
+                if target.starts_with('/') {
+                    cur = String::new();
+                }
+                for t in target.split('/').filter(|c| !c.is_empty() && *c != ".").rev() {
+                    todo.push(t.to_string());
+                }
+                continue;
+            }
+        }
+        if !todo.is_empty() && node != Node::Dir {
+            return Ok(None);
+        }
+        cur = next;
+    }
+    Ok(Some(cur))
 }
 
 static ROOT_META: Meta = Meta {

@@ -1,0 +1,1007 @@
+//! Running a plan: stages on worker threads (each waits only for the stages it needs),
+//! steps in order within a stage, every step keyed and looked up in the cache, layers
+//! written straight into the store.
+
+use super::copy::{self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs};
+use super::key::{self, hex, Input, Key, KeyBuilder};
+use crate::context::hash::{hash_files, StatCache};
+use crate::context::ignore::PatternMatcher;
+use crate::context::walk::Listing;
+use crate::dockerfile::expand::{Env, Lexer};
+use crate::dockerfile::instruction::{self as ins, Instruction, Located};
+use crate::image::{Descriptor, Digest, ImageConfig, Reference};
+use crate::layer::index::{LayerIndex, View};
+use crate::plan::{self, Base, Plan, Platform};
+use crate::progress::{Event, Reporter, StepLabel};
+use crate::store::{CacheEntry, Store};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
+
+/// Everything a build needs to know.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile's text and the name errors use for it.
+    pub dockerfile: String,
+    pub dockerfile_name: String,
+    /// Where the Dockerfile lives (for `<name>.dockerignore`), if on disk.
+    pub dockerfile_path: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub labels: BTreeMap<String, String>,
+    pub platform: Platform,
+    pub jobs: usize,
+    pub tags: Vec<Reference>,
+    /// SOURCE_DATE_EPOCH: clamps file times and sets `created`.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The image a build made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Descriptor,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+}
+
+/// A build failure, naming the place.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Dockerfile(#[from] crate::dockerfile::Error),
+    /// `Dockerfile:12: COPY failed: "app/" not found in build context`
+    #[error("{file}:{line}: {instruction} failed: {message}")]
+    Step {
+        file: String,
+        line: usize,
+        instruction: String,
+        message: String,
+    },
+    #[error("{file}:{line}: {message}")]
+    At {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Context(#[from] crate::context::ContextError),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A layer of a stage: its blob in the store and, when something reads it, its index.
+#[derive(Debug)]
+struct LayerRef {
+    desc: Descriptor,
+    path: PathBuf,
+    index: OnceLock<Arc<LayerIndex>>,
+}
+
+impl LayerRef {
+    fn index(&self) -> Result<Arc<LayerIndex>, String> {
+        if let Some(i) = self.index.get() {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(LayerIndex::read_file(&self.path).map_err(|e| e.to_string())?);
+        Ok(self.index.get_or_init(|| i).clone())
+    }
+}
+
+/// A stage's state between steps, and its result.
+#[derive(Debug, Clone)]
+struct State {
+    config: ImageConfig,
+    layers: Vec<Arc<LayerRef>>,
+    key: Key,
+    /// ARGs declared in this stage, with their values (None: declared, unset).
+    args: Vec<(String, Option<String>)>,
+    /// Whether CMD was set in this stage (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
+    /// The newest step's creation time (RFC 3339).
+    created: String,
+}
+
+impl State {
+    fn view(&self) -> Result<View, String> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            layers.push(crate::layer::index::Layer {
+                index: l.index()?,
+                tar: l.path.clone(),
+            });
+        }
+        Ok(View::new(layers))
+    }
+}
+
+/// Variables visible to expansion in a stage: ENV wins over ARG of the same name.
+struct StageEnv<'a> {
+    env: &'a [String],
+    args: &'a [(String, Option<String>)],
+}
+
+impl Env for StageEnv<'_> {
+    fn lookup(&self, name: &str) -> Option<&str> {
+        for kv in self.env.iter().rev() {
+            if let Some(v) = kv.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                return Some(v);
+            }
+        }
+        for (k, v) in self.args.iter().rev() {
+            if k == name {
+                return v.as_deref();
+            }
+        }
+        None
+    }
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+struct Build<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    reporter: &'a dyn Reporter,
+    plan: Plan,
+    lexer: Lexer,
+    listing: OnceLock<Result<Arc<Listing>, String>>,
+    stat_cache: Mutex<StatCache>,
+    stat_cache_path: PathBuf,
+    results: Mutex<Vec<Option<Result<State, String>>>>,
+    done: Condvar,
+    slots: Semaphore,
+}
+
+/// Counting semaphore for `--jobs`.
+struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Semaphore {
+    fn new(n: usize) -> Self {
+        Semaphore {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> SemaphoreGuard<'_> {
+        let mut free = lock(&self.free);
+        while *free == 0 {
+            free = match self.cv.wait(free) {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+        }
+        *free -= 1;
+        SemaphoreGuard(self)
+    }
+}
+
+struct SemaphoreGuard<'a>(&'a Semaphore);
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.free) += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn now_rfc3339(sde: Option<i64>) -> String {
+    let secs = match sde {
+        Some(s) => s,
+        None => SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    };
+    crate::image::rfc3339(secs)
+}
+
+/// Build the image `opts` describes.
+pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
+    let file = opts.dockerfile_name.clone();
+    let named = |e: crate::dockerfile::Error| BuildError::Dockerfile(e.in_file(file.clone()));
+    let ast = crate::dockerfile::parse(&opts.dockerfile).map_err(named)?;
+    for w in &ast.warnings {
+        reporter.event(Event::Warning(&format!("{file}:{}: {}", w.line, w.message)));
+    }
+    let instructions = ins::lower(&ast).map_err(named)?;
+    let plan = plan::plan(
+        &instructions,
+        &plan::PlanOptions {
+            build_args: opts.build_args.clone(),
+            target: opts.target.clone(),
+            platform: opts.platform.clone(),
+            escape: ast.escape,
+        },
+    )
+    .map_err(named)?;
+    let context_id = blake3::hash(
+        std::fs::canonicalize(&opts.context)
+            .unwrap_or_else(|_| opts.context.clone())
+            .as_os_str()
+            .as_encoded_bytes(),
+    );
+    let stat_cache_path = store.meta_path("statcache", &context_id.to_hex());
+    let stages = plan.stages.len();
+    let b = Build {
+        store,
+        opts,
+        reporter,
+        lexer: Lexer::new(ast.escape),
+        listing: OnceLock::new(),
+        stat_cache: Mutex::new(StatCache::load(&stat_cache_path)),
+        stat_cache_path,
+        results: Mutex::new(vec![None; stages]),
+        done: Condvar::new(),
+        slots: Semaphore::new(opts.jobs),
+        plan,
+    };
+    let needed: Vec<usize> = (0..stages).filter(|i| b.plan.needed[*i]).collect();
+    std::thread::scope(|s| {
+        for &i in &needed {
+            let b = &b;
+            s.spawn(move || {
+                let r = b.run_stage(i);
+                lock(&b.results)[i] = Some(r.map_err(|e| e.to_string()));
+                b.done.notify_all();
+            });
+        }
+    });
+    // A stat cache that fails to save only costs rehashing next time.
+    let _ = lock(&b.stat_cache).save(&b.stat_cache_path);
+    let target = b.plan.target;
+    let state = match lock(&b.results)[target].take() {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Err(BuildError::Other(e)),
+        None => return Err(BuildError::Other("the target stage did not run".into())),
+    };
+    b.finish_image(state)
+}
+
+impl Build<'_> {
+    fn file(&self) -> String {
+        self.opts.dockerfile_name.clone()
+    }
+
+    fn step_err(&self, l: &Located, message: impl std::fmt::Display) -> BuildError {
+        BuildError::Step {
+            file: self.file(),
+            line: l.start_line,
+            instruction: l.instruction.keyword().to_uppercase(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Wait for stage `i` to finish and return its state.
+    fn wait_stage(&self, i: usize) -> Result<State, String> {
+        let mut results = lock(&self.results);
+        loop {
+            match &results[i] {
+                Some(Ok(s)) => return Ok(s.clone()),
+                Some(Err(_)) => {
+                    return Err(format!(
+                        "stage {} failed",
+                        self.plan.stages[i].display()
+                    ))
+                }
+                None => {
+                    results = match self.done.wait(results) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    }
+                }
+            }
+        }
+    }
+
+    fn listing(&self) -> Result<Arc<Listing>, String> {
+        self.listing
+            .get_or_init(|| {
+                let patterns = crate::context::ignore::load_for_build(
+                    &self.opts.context,
+                    self.opts.dockerfile_path.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+                let m = PatternMatcher::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
+                Listing::scan(&self.opts.context, &m)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// An image from the store, as a stage state.
+    fn image_state(&self, reference: &str, line: usize) -> Result<(State, Digest), BuildError> {
+        let not_found = || BuildError::At {
+            file: self.file(),
+            line,
+            message: format!(
+                "{reference}: not in the local store (kiln pull arrives with registry support; use kiln import or kiln load)"
+            ),
+        };
+        let record = self.store.resolve(reference)?.ok_or_else(not_found)?;
+        let manifest = self.store.read_manifest(&record.manifest_digest)?;
+        let config = self.store.read_config(&manifest.config.digest)?;
+        let mut layers = Vec::new();
+        for (desc, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids.iter()) {
+            // The store keeps layers uncompressed under their diffID.
+            let d = Descriptor::new(
+                crate::image::media::OCI_LAYER_TAR,
+                diff_id.clone(),
+                desc.size,
+            );
+            layers.push(Arc::new(LayerRef {
+                path: self.store.blob_path(diff_id),
+                desc: d,
+                index: OnceLock::new(),
+            }));
+        }
+        let created = config.created.clone().unwrap_or_default();
+        Ok((
+            State {
+                config,
+                layers,
+                key: [0; 32],
+                args: Vec::new(),
+                cmd_set: false,
+                created,
+            },
+            manifest.config.digest.clone(),
+        ))
+    }
+
+    fn run_stage(&self, idx: usize) -> Result<State, BuildError> {
+        let stage = &self.plan.stages[idx];
+        let total = 1 + stage.instructions.len();
+        let label = |i: usize, text: &str| StepLabel {
+            stage: stage.display(),
+            index: i,
+            total,
+            text: text.to_string(),
+        };
+        let from_label = label(1, &stage.from.original);
+        self.reporter.event(Event::StepStarted(&from_label));
+        let mut kb = KeyBuilder::new(&[0; 32], "FROM");
+        let mut st = match &stage.base {
+            Base::Scratch => {
+                kb.input("base image", b"scratch");
+                let mut config = ImageConfig {
+                    architecture: self.opts.platform.architecture.clone(),
+                    os: self.opts.platform.os.clone(),
+                    variant: self.opts.platform.variant.clone(),
+                    ..Default::default()
+                };
+                config.rootfs.kind = "layers".into();
+                State {
+                    config,
+                    layers: Vec::new(),
+                    key: [0; 32],
+                    args: Vec::new(),
+                    cmd_set: false,
+                    created: String::new(),
+                }
+            }
+            Base::Stage(i) => {
+                let s = self
+                    .wait_stage(*i)
+                    .map_err(|e| self.step_err(&stage.from, e))?;
+                kb.input("base image", &s.key);
+                State {
+                    args: Vec::new(),
+                    cmd_set: false,
+                    ..s
+                }
+            }
+            Base::Image(r) => {
+                let (s, digest) = self.image_state(r, stage.from.start_line)?;
+                kb.input("base image", digest.as_str().as_bytes());
+                s
+            }
+        };
+        let (k, _) = kb.finish();
+        st.key = k;
+        if !st.config.config.env.iter().any(|e| e.starts_with("PATH=")) {
+            st.config.config.env.insert(0, DEFAULT_PATH.to_string());
+        }
+        // ONBUILD triggers of the base run first, then are cleared.
+        let mut steps: Vec<(Located, Option<plan::From>)> = Vec::new();
+        if !st.config.config.on_build.is_empty() {
+            let triggers = std::mem::take(&mut st.config.config.on_build);
+            let text = triggers.join("\n") + "\n";
+            let ast = crate::dockerfile::parse(&text).map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))?;
+            for mut l in ins::lower(&ast).map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))? {
+                l.start_line = stage.from.start_line;
+                l.end_line = stage.from.end_line;
+                steps.push((l, None));
+            }
+        }
+        steps.extend(
+            stage
+                .instructions
+                .iter()
+                .cloned()
+                .zip(stage.copy_from.iter().cloned()),
+        );
+        let total = 1 + steps.len();
+        let mut reported_miss = false;
+        for (n, (l, from)) in steps.iter().enumerate() {
+            let lab = StepLabel {
+                total,
+                ..label(n + 2, &l.original)
+            };
+            let identity = blake3::hash(
+                format!(
+                    "{}\0{}\0{}\0{}",
+                    self.opts.context.display(),
+                    self.opts.dockerfile_name,
+                    idx,
+                    n
+                )
+                .as_bytes(),
+            );
+            let start = Instant::now();
+            st = self.step(st, l, from.as_ref(), &lab, identity.as_bytes(), &mut reported_miss, start)?;
+        }
+        Ok(st)
+    }
+
+    fn expand(&self, st: &State, word: &str) -> Result<String, String> {
+        self.lexer
+            .process_word(
+                word,
+                &StageEnv {
+                    env: &st.config.config.env,
+                    args: &st.args,
+                },
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &self,
+        mut st: State,
+        l: &Located,
+        from: Option<&plan::From>,
+        lab: &StepLabel,
+        identity: &[u8; 32],
+        reported_miss: &mut bool,
+        start: Instant,
+    ) -> Result<State, BuildError> {
+        let mut instr = l.instruction.clone();
+        // Expand exactly the fields BuildKit expands, with this stage's ENV and ARGs.
+        {
+            let env_snapshot = st.config.config.env.clone();
+            let args_snapshot = st.args.clone();
+            let lexer = &self.lexer;
+            let mut f = |w: &str| -> Result<String, crate::dockerfile::Error> {
+                lexer
+                    .process_word(
+                        w,
+                        &StageEnv {
+                            env: &env_snapshot,
+                            args: &args_snapshot,
+                        },
+                    )
+                    .map_err(|e| crate::dockerfile::Error::new(l.start_line, e.to_string()))
+            };
+            instr
+                .expand(&mut f)
+                .map_err(|e| self.step_err(l, e.message))?;
+        }
+        let mut kb = KeyBuilder::new(&st.key, instr.keyword());
+        kb.input("instruction", format!("{instr:?}").as_bytes());
+        // ARG values in use count, named so a miss can say which one changed.
+        for (k, v) in &st.args {
+            if l.original.contains(k.as_str()) {
+                kb.input(format!("build-arg {k}"), v.as_deref().unwrap_or("\0unset").as_bytes());
+            }
+        }
+        let mut layer_work: Option<LayerWork> = None;
+        match &instr {
+            Instruction::Copy(_) | Instruction::Add(_) => {
+                let work = self
+                    .prepare_copy(&st, l, &instr, from, &mut kb)
+                    .map_err(|e| self.step_err(l, e))?;
+                layer_work = Some(work);
+            }
+            Instruction::Workdir(w) => {
+                let dir = resolve_workdir(&st.config.config.working_dir, &w.path);
+                st.config.config.working_dir = dir.clone();
+                kb.input("user", st.config.config.user.as_bytes());
+                layer_work = Some(LayerWork::Workdir(dir));
+            }
+            Instruction::Run(_) => {
+                return Err(self.step_err(
+                    l,
+                    "RUN is not supported yet: kiln's runtime arrives with the runtime issue",
+                ));
+            }
+            _ => {
+                self.apply_metadata(&mut st, l, &instr)
+                    .map_err(|e| self.step_err(l, e))?;
+            }
+        }
+        let (key, inputs) = kb.finish();
+        let key_hex = hex(&key);
+        let cached = if self.opts.no_cache {
+            None
+        } else {
+            self.store.cache_get(&key_hex)?
+        };
+        let (layer, created) = match cached {
+            Some(entry) => {
+                self.reporter.event(Event::StepCached(lab));
+                let layer = match entry.layer {
+                    Some(desc) if self.store.has_blob(&desc.digest) => Some(desc),
+                    Some(_) => None,
+                    None => None,
+                };
+                (layer, entry.created.clone())
+            }
+            None => {
+                if !*reported_miss {
+                    if let Some(before) = self.read_inputs(identity) {
+                        if let Some(reason) = key::miss_reason(&inputs, &before) {
+                            self.reporter.event(Event::CacheMiss {
+                                step: lab,
+                                reason: &reason,
+                            });
+                            *reported_miss = true;
+                        }
+                    }
+                }
+                self.reporter.event(Event::StepStarted(lab));
+                let _slot = self.slots.acquire();
+                let layer = match layer_work {
+                    Some(work) => self
+                        .run_layer_work(&st, work)
+                        .map_err(|e| self.step_err(l, e))?,
+                    None => None,
+                };
+                let created = now_rfc3339(self.opts.source_date_epoch);
+                self.store.cache_put(
+                    &key_hex,
+                    &CacheEntry {
+                        layer: layer.clone(),
+                        created: created.clone(),
+                        ..Default::default()
+                    },
+                )?;
+                self.reporter.event(Event::StepDone {
+                    step: lab,
+                    elapsed: start.elapsed(),
+                });
+                (layer, created)
+            }
+        };
+        self.write_inputs(identity, &inputs);
+        if let Some(desc) = layer {
+            st.config.rootfs.diff_ids.push(desc.digest.clone());
+            st.layers.push(Arc::new(LayerRef {
+                path: self.store.blob_path(&desc.digest),
+                desc,
+                index: OnceLock::new(),
+            }));
+            st.config.history.push(crate::image::History {
+                created: Some(created.clone()),
+                created_by: Some(l.original.clone()),
+                ..Default::default()
+            });
+        } else {
+            st.config.history.push(crate::image::History {
+                created: Some(created.clone()),
+                created_by: Some(l.original.clone()),
+                empty_layer: true,
+                ..Default::default()
+            });
+        }
+        if created > st.created {
+            st.created = created;
+        }
+        st.key = key;
+        Ok(st)
+    }
+
+    fn read_inputs(&self, identity: &[u8; 32]) -> Option<Vec<Input>> {
+        let p = self.store.meta_path("steps", &hex(identity));
+        let bytes = std::fs::read(p).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write_inputs(&self, identity: &[u8; 32], inputs: &[Input]) {
+        if self.read_inputs(identity).as_deref() == Some(inputs) {
+            return;
+        }
+        if let Ok(bytes) = serde_json::to_vec(inputs) {
+            // Only the miss report reads this: failing to save it must not fail a build.
+            let _ = self.store.put_meta("steps", &hex(identity), &bytes);
+        }
+    }
+
+    fn apply_metadata(&self, st: &mut State, l: &Located, instr: &Instruction) -> Result<(), String> {
+        let c = &mut st.config.config;
+        match instr {
+            Instruction::Env(e) => {
+                for (k, v) in &e.pairs {
+                    ins::add_env(&mut c.env, k, v);
+                }
+            }
+            Instruction::Label(lb) => {
+                for (k, v) in &lb.pairs {
+                    c.labels.insert(k.clone(), v.clone());
+                }
+            }
+            Instruction::Maintainer(m) => st.config.author = Some(m.name.clone()),
+            Instruction::User(u) => c.user = u.user.clone(),
+            Instruction::Expose(e) => {
+                for p in ins::parse_port_specs(&e.ports).map_err(|e| e.to_string())? {
+                    c.exposed_ports.insert(p, Default::default());
+                }
+            }
+            Instruction::Volume(v) => {
+                for p in &v.paths {
+                    c.volumes.insert(p.clone(), Default::default());
+                }
+            }
+            Instruction::Stopsignal(s) => c.stop_signal = s.signal.clone(),
+            Instruction::Shell(s) => c.shell = s.shell.clone(),
+            Instruction::Cmd(cmd) => {
+                c.cmd = Some(self.command_of(&cmd.command, &c.shell));
+                st.cmd_set = true;
+            }
+            Instruction::Entrypoint(e) => {
+                c.entrypoint = Some(self.command_of(&e.command, &c.shell));
+                // An ENTRYPOINT resets a CMD inherited from the base, not one set here.
+                if !st.cmd_set {
+                    c.cmd = None;
+                }
+            }
+            Instruction::Healthcheck(h) => c.healthcheck = Some(h.to_config()),
+            Instruction::Onbuild(o) => c.on_build.push(o.expression.clone()),
+            Instruction::Arg(a) => {
+                for (name, default) in a.pairs() {
+                    let value = match self.opts.build_args.get(&name) {
+                        Some(v) => Some(v.clone()),
+                        None => match default {
+                            Some(d) => Some(self.expand(st, &d)?),
+                            None => self
+                                .plan
+                                .global_args
+                                .iter()
+                                .rev()
+                                .find(|(k, _)| *k == name)
+                                .and_then(|(_, v)| v.clone())
+                                .or_else(|| self.plan.builtin_args.get(&name).cloned()),
+                        },
+                    };
+                    st.args.push((name, value));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{} is not supported here (line {})",
+                    other.keyword(),
+                    l.start_line
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn command_of(&self, form: &ins::CommandForm, shell: &[String]) -> Vec<String> {
+        match form {
+            ins::CommandForm::Exec(v) => v.clone(),
+            ins::CommandForm::Shell(s) => {
+                let mut v: Vec<String> = if shell.is_empty() {
+                    vec!["/bin/sh".into(), "-c".into()]
+                } else {
+                    shell.to_vec()
+                };
+                v.push(s.clone());
+                v
+            }
+        }
+    }
+
+    fn finish_image(&self, st: State) -> Result<Built, BuildError> {
+        let mut config = st.config;
+        for (k, v) in &self.opts.labels {
+            config.config.labels.insert(k.clone(), v.clone());
+        }
+        config.created = Some(if let Some(sde) = self.opts.source_date_epoch {
+            crate::image::rfc3339(sde)
+        } else if st.created.is_empty() {
+            now_rfc3339(None)
+        } else {
+            st.created.clone()
+        });
+        let layers: Vec<Descriptor> = st.layers.iter().map(|l| l.desc.clone()).collect();
+        let (manifest, config_digest) = self.store.put_image(&config, &layers)?;
+        for t in &self.opts.tags {
+            self.store.tag(t, &manifest)?;
+        }
+        Ok(Built {
+            manifest,
+            config_digest,
+            config,
+        })
+    }
+}
+
+/// A step's filesystem work, decided before its cache lookup and done only on a miss.
+enum LayerWork {
+    Copy {
+        selection: Selection,
+        dest: String,
+        chown: Option<String>,
+        chmod: Option<Chmod>,
+    },
+    Workdir(String),
+}
+
+fn resolve_workdir(current: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else if current.is_empty() {
+        format!("/{path}")
+    } else {
+        format!("{current}/{path}")
+    };
+    format!("/{}", crate::layer::index::clean(&joined))
+}
+
+impl Build<'_> {
+    /// Select what a COPY/ADD reads and add it to the key.
+    fn prepare_copy(
+        &self,
+        st: &State,
+        l: &Located,
+        instr: &Instruction,
+        from: Option<&plan::From>,
+        kb: &mut KeyBuilder,
+    ) -> Result<LayerWork, String> {
+        let c = match instr {
+            Instruction::Copy(c) => c,
+            Instruction::Add(c) => c,
+            _ => return Err("not a copy".into()),
+        };
+        let chmod = c.chmod.as_deref().map(Chmod::parse).transpose().map_err(|e| e.to_string())?;
+        let exclude = if c.exclude.is_empty() {
+            None
+        } else {
+            Some(PatternMatcher::new(&c.exclude).map_err(|e| e.to_string())?)
+        };
+        let mut selection = match from {
+            None => {
+                let listing = self.listing()?;
+                let fs = ContextFs { listing: &listing };
+                let sel = copy::select(&fs, &c.sources, c.parents, exclude.as_ref())
+                    .map_err(|e| e.to_string())?;
+                // Hash exactly the context files this step reads.
+                let entries: Vec<&crate::context::walk::Entry> = sel
+                    .items
+                    .iter()
+                    .filter_map(|s| listing.get(&s.entry.path))
+                    .collect();
+                let (hashes, _) = {
+                    let mut cache = lock(&self.stat_cache);
+                    hash_files(&listing, &entries, &mut cache).map_err(|e| e.to_string())?
+                };
+                let mut set = blake3::Hasher::new();
+                for s in &sel.items {
+                    set.update(s.rel.as_bytes());
+                    set.update(b"\0");
+                    set.update(s.name.as_bytes());
+                    set.update(b"\0");
+                    set.update(&s.entry.mode.to_le_bytes());
+                    match &s.entry.kind {
+                        SrcKind::File(_) => {
+                            let h = hashes.get(&s.entry.path).map(|h| *h.as_bytes()).unwrap_or([0; 32]);
+                            set.update(&h);
+                            kb.detail(format!("file {}", s.entry.path), &h);
+                        }
+                        SrcKind::Dir => {
+                            set.update(b"d");
+                        }
+                        SrcKind::Symlink(t) => {
+                            set.update(b"l");
+                            set.update(t.as_bytes());
+                        }
+                    }
+                }
+                kb.hidden("context files", set.finalize().as_bytes());
+                sel
+            }
+            Some(f) => {
+                let (state, name) = match f {
+                    plan::From::Stage(i) => (self.wait_stage(*i)?, self.plan.stages[*i].display()),
+                    plan::From::Image(r) => {
+                        let (s, d) = self.image_state(r, l.start_line).map_err(|e| e.to_string())?;
+                        let mut s = s;
+                        s.key = *blake3::hash(d.as_str().as_bytes()).as_bytes();
+                        (s, r.clone())
+                    }
+                };
+                kb.input(format!("stage {name}"), &state.key);
+                let view = state.view()?;
+                let fs = ViewFs { view: &view, name: name.clone() };
+                let sel = copy::select(&fs, &c.sources, c.parents, exclude.as_ref())
+                    .map_err(|e| match e {
+                        copy::CopyError::NotFoundInStage(p, _) => format!("\"{p}\" not found in {name}"),
+                        e => e.to_string(),
+                    })?;
+                sel
+            }
+        };
+        // Heredoc sources are inline files named after their delimiter.
+        for h in &c.heredocs {
+            let data = if h.expand {
+                self.expand_heredoc(st, &h.data)?
+            } else {
+                h.data.clone()
+            };
+            kb.input(format!("heredoc {}", h.path), data.as_bytes());
+            selection.items.push(copy::Selected {
+                entry: SrcEntry {
+                    path: h.path.clone(),
+                    size: data.len() as u64,
+                    kind: SrcKind::File(Data::Bytes(Arc::new(data.into_bytes()))),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+                rel: String::new(),
+                source: h.path.clone(),
+                name: h.path.clone(),
+            });
+            if c.sources.len() + c.heredocs.len() > 1 {
+                selection.dest_is_dir = true;
+            }
+        }
+        if selection.items.is_empty() && c.sources.is_empty() && c.heredocs.is_empty() {
+            return Err("no source files were specified".into());
+        }
+        kb.input("destination", c.dest.as_bytes());
+        kb.input("workdir", st.config.config.working_dir.as_bytes());
+        kb.input(
+            "flags",
+            format!("chown={:?} chmod={:?} parents={} link={} exclude={:?}", c.chown, c.chmod, c.parents, c.link, c.exclude).as_bytes(),
+        );
+        Ok(LayerWork::Copy {
+            selection,
+            dest: c.dest.clone(),
+            chown: c.chown.clone(),
+            chmod,
+        })
+    }
+
+    fn expand_heredoc(&self, st: &State, body: &str) -> Result<String, String> {
+        self.lexer
+            .process_heredoc(
+                body,
+                &StageEnv {
+                    env: &st.config.config.env,
+                    args: &st.args,
+                },
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    /// Do a step's filesystem work: write its layer into the store.
+    fn run_layer_work(&self, st: &State, work: LayerWork) -> Result<Option<Descriptor>, String> {
+        let view = st.view()?;
+        let passwd = || view.read_file("/etc/passwd").ok().flatten();
+        let group = || view.read_file("/etc/group").ok().flatten();
+        let items: Vec<Item> = match work {
+            LayerWork::Copy {
+                selection,
+                dest,
+                chown,
+                chmod,
+            } => {
+                let owner = match chown {
+                    Some(spec) if !spec.is_empty() => Some(
+                        copy::resolve_chown(&spec, passwd().as_deref(), group().as_deref())
+                            .map_err(|e| e.to_string())?,
+                    ),
+                    _ => None,
+                };
+                let how = Placement {
+                    dest: &dest,
+                    workdir: if st.config.config.working_dir.is_empty() {
+                        "/"
+                    } else {
+                        &st.config.config.working_dir
+                    },
+                    chown: owner,
+                    chmod: chmod.as_ref(),
+                    created_mtime: self.opts.source_date_epoch.unwrap_or(0).max(0) as u64,
+                };
+                copy::place(&selection, &how, &view).map_err(|e| e.to_string())?
+            }
+            LayerWork::Workdir(dir) => {
+                let path = crate::layer::index::clean(&dir);
+                if path.is_empty() || view.resolve(&path, true).map_err(|e| e.to_string())?.is_some() {
+                    return Ok(None);
+                }
+                // Created owned by the current USER, as BuildKit does.
+                let user = &st.config.config.user;
+                let owner = if user.is_empty() {
+                    copy::Owner { uid: 0, gid: 0 }
+                } else {
+                    copy::resolve_chown(user, passwd().as_deref(), group().as_deref())
+                        .unwrap_or(copy::Owner { uid: 0, gid: 0 })
+                };
+                let sel = Selection {
+                    items: Vec::new(),
+                    dest_is_dir: true,
+                };
+                let how = Placement {
+                    dest: &format!("/{path}/"),
+                    workdir: "/",
+                    chown: Some(owner),
+                    chmod: None,
+                    created_mtime: self.opts.source_date_epoch.unwrap_or(0).max(0) as u64,
+                };
+                copy::place(&sel, &how, &view).map_err(|e| e.to_string())?
+            }
+        };
+        self.write_layer(&items).map(Some)
+    }
+
+    fn write_layer(&self, items: &[Item]) -> Result<Descriptor, String> {
+        use crate::layer::{EntryMeta, LayerBuilder};
+        let writer = self.store.blob_writer().map_err(|e| e.to_string())?;
+        let mut b = LayerBuilder::new(
+            writer,
+            crate::layer::BuildOptions {
+                source_date_epoch: self.opts.source_date_epoch,
+            },
+        );
+        for it in items {
+            let meta = EntryMeta {
+                mode: it.mode,
+                uid: it.uid as u32,
+                gid: it.gid as u32,
+                mtime: it.mtime as i64,
+                xattrs: Default::default(),
+            };
+            let p = Path::new(&it.path);
+            let r = match &it.kind {
+                SrcKind::Dir => b.append_dir(p, &meta),
+                SrcKind::Symlink(t) => b.append_symlink(p, &meta, Path::new(t)),
+                SrcKind::File(Data::Disk(src)) => b.append_file_from_path(p, &meta, src),
+                SrcKind::File(Data::Bytes(bytes)) => {
+                    b.append_file(p, &meta, bytes.len() as u64, &bytes[..])
+                }
+                SrcKind::File(Data::Tar { tar, offset, size }) => {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let mut f = std::fs::File::open(tar).map_err(|e| format!("{}: {e}", tar.display()))?;
+                    f.seek(SeekFrom::Start(*offset)).map_err(|e| format!("{}: {e}", tar.display()))?;
+                    b.append_file(p, &meta, *size, f.take(*size))
+                }
+            };
+            r.map_err(|e| e.to_string())?;
+        }
+        let (writer, _digested) = b.finish().map_err(|e| e.to_string())?;
+        let (digest, size) = writer.commit(None).map_err(|e| e.to_string())?;
+        Ok(Descriptor::new(crate::image::media::OCI_LAYER_TAR, digest, size))
+    }
+}

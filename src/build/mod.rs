@@ -1,0 +1,8 @@
+//! Scheduling and executing the plan: a worker pool runs every step whose inputs are
+//! ready; executors for COPY/ADD ([`copy`]), RUN (with the runtime) and metadata.
+
+pub mod copy;
+pub mod exec;
+pub mod key;
+
+pub use exec::{build, BuildError, BuildOptions, Built};

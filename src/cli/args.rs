@@ -1,0 +1,53 @@
+//! Arguments of the image and build commands, spelled as docker spells them.
+
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// One line per event.
+    Plain,
+    /// Bars (falls back to plain when standard error is not a terminal).
+    Tty,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (`name:tag`); may be given several times.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default: CONTEXT/Dockerfile, or CONTEXT/dockerfile); `-` reads
+    /// standard input.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable: `K=V`, or `K` to take the value from the environment.
+    #[arg(long = "build-arg", value_name = "K[=V]")]
+    pub build_args: Vec<String>,
+    /// Build the stage of this name (and only what it needs).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Write the image ID to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Set a label on the image (`K=V`).
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// The target platform; only the host's (linux/amd64 here) can be built.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// How many steps may run at once (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// The build context directory.
+    pub context: PathBuf,
+}

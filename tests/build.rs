@@ -1,0 +1,281 @@
+//! `kiln build` end to end: a busybox base made with `kiln import`, Dockerfiles using every
+//! instruction but RUN, results read back by skopeo and umoci (independent readers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{context, have, run, Kiln};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+fn build(k: &Kiln, ctx: &Path, extra: &[&str]) -> (String, String) {
+    let out = k
+        .cmd()
+        .args(["build", "--progress", "plain"])
+        .args(extra)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{stderr}");
+    (String::from_utf8(out.stdout).unwrap().trim().to_string(), stderr)
+}
+
+fn skopeo_config(k: &Kiln, reference: &str) -> serde_json::Value {
+    let out = run(Command::new("skopeo")
+        .arg("inspect")
+        .arg("--config")
+        .arg(format!("oci:{}:{}", k.root().display(), reference)));
+    serde_json::from_str(&out).unwrap()
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+fn umoci_unpack(k: &Kiln, reference: &str) -> tempfile::TempDir {
+    let dest = tempfile::tempdir().unwrap();
+    let bundle = dest.path().join("bundle");
+    let mut c = Command::new("umoci");
+    c.arg("unpack");
+    if !is_root() {
+        c.arg("--rootless");
+    }
+    run(c
+        .arg("--image")
+        .arg(format!("{}:{}", k.root().display(), reference))
+        .arg(&bundle));
+    dest
+}
+
+const APP: &str = r#"FROM busybox:latest AS base
+LABEL org.example.title="demo app" version=1
+ENV APP_HOME=/app GREETING="hello world"
+WORKDIR $APP_HOME
+COPY --chown=app:staff src/ ./src/
+COPY --chmod=0755 run.sh /usr/local/bin/run
+COPY <<EOF /etc/motd
+welcome to ${GREETING}
+EOF
+EXPOSE 8080 53/udp
+VOLUME /data
+USER app
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=3s CMD ["/usr/local/bin/run", "--check"]
+ENTRYPOINT ["/usr/local/bin/run"]
+CMD ["serve"]
+COPY late/config.txt /app/config.txt
+"#;
+
+fn app_context() -> tempfile::TempDir {
+    context(&[
+        ("Dockerfile", APP),
+        ("src/main.py", "print('hi')\n"),
+        ("src/lib/util.py", "x = 1\n"),
+        ("run.sh", "#!/bin/sh\necho run\n"),
+        ("late/config.txt", "v=1\n"),
+        ("ignored.log", "noise\n"),
+        (".dockerignore", "*.log\n"),
+    ])
+}
+
+#[test]
+fn builds_an_image_that_skopeo_and_umoci_read() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = app_context();
+    let (id, log) = build(&k, ctx.path(), &["-t", "app:1"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert!(log.contains("[base 2/16] LABEL"), "{log}");
+
+    if have("skopeo") {
+        let cfg = skopeo_config(&k, "docker.io/library/app:1");
+        let c = &cfg["config"];
+        assert_eq!(c["WorkingDir"], "/app");
+        assert_eq!(c["User"], "app");
+        assert_eq!(c["Labels"]["org.example.title"], "demo app");
+        let env = c["Env"].as_array().unwrap();
+        assert!(env.iter().any(|e| e == "GREETING=hello world"), "{env:?}");
+        assert!(env.iter().any(|e| e.as_str().unwrap().starts_with("PATH=")), "{env:?}");
+        assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/local/bin/run"]));
+        assert_eq!(c["Cmd"], serde_json::json!(["serve"]));
+        assert!(c["ExposedPorts"].get("8080/tcp").is_some());
+        assert!(c["ExposedPorts"].get("53/udp").is_some());
+        assert!(c["Volumes"].get("/data").is_some());
+        assert_eq!(c["StopSignal"], "SIGTERM");
+        assert_eq!(
+            c["Healthcheck"]["Test"],
+            serde_json::json!(["CMD", "/usr/local/bin/run", "--check"])
+        );
+        assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
+        // busybox layer + WORKDIR + 3 COPY + late COPY
+        assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 6);
+    }
+    if have("umoci") {
+        let d = umoci_unpack(&k, "docker.io/library/app:1");
+        let rootfs = d.path().join("bundle/rootfs");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("app/src/main.py")).unwrap(),
+            "print('hi')\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("etc/motd")).unwrap(),
+            "welcome to hello world\n"
+        );
+        assert!(!rootfs.join("app/ignored.log").exists());
+        if is_root() {
+            let m = std::fs::metadata(rootfs.join("app/src/lib/util.py")).unwrap();
+            assert_eq!((m.uid(), m.gid()), (1000, 50), "--chown=app:staff");
+            let run_sh = std::fs::metadata(rootfs.join("usr/local/bin/run")).unwrap();
+            assert_eq!(run_sh.mode() & 0o7777, 0o755);
+        }
+        assert!(rootfs.join("bin/busybox").exists());
+    }
+}
+
+#[test]
+fn rebuilds_hit_the_cache_and_say_why_they_miss() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = app_context();
+    let (id1, _) = build(&k, ctx.path(), &["-t", "app:1"]);
+    let (id2, log) = build(&k, ctx.path(), &["-t", "app:1"]);
+    assert_eq!(id1, id2, "a no-change rebuild gives the same image");
+    for step in [
+        "COPY --chown=app:staff src/ ./src/",
+        "COPY late/config.txt /app/config.txt",
+        "WORKDIR $APP_HOME",
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("CACHED") && l.contains(step)),
+            "expected `{step}` CACHED:\n{log}"
+        );
+    }
+    // An ignored file changes nothing.
+    std::fs::write(ctx.path().join("ignored.log"), "more noise").unwrap();
+    let (id3, log) = build(&k, ctx.path(), &["-t", "app:1"]);
+    assert_eq!(id1, id3, "{log}");
+    // A late file invalidates only the last step, and the log says which file.
+    std::fs::write(ctx.path().join("late/config.txt"), "v=2\n").unwrap();
+    let (id4, log) = build(&k, ctx.path(), &["-t", "app:1"]);
+    assert_ne!(id1, id4);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("CACHED") && l.contains("COPY --chmod=0755 run.sh")),
+        "{log}"
+    );
+    assert!(
+        log.contains("cache miss: COPY late/config.txt /app/config.txt: late/config.txt changed"),
+        "{log}"
+    );
+    // --no-cache rebuilds everything.
+    let (_, log) = build(&k, ctx.path(), &["-t", "app:1", "--no-cache"]);
+    assert!(!log.contains("CACHED"), "{log}");
+}
+
+#[test]
+fn multistage_target_and_copy_from() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[(
+        "Dockerfile",
+        "ARG VERSION=1.0\nFROM busybox AS build\nARG VERSION\nCOPY <<EOF /out/version\n${VERSION}\nEOF\n\
+         FROM busybox AS unused\nCOPY missing-file /x\n\
+         FROM scratch AS final\nCOPY --from=build /out/ /\nCOPY --from=BUILD /bin/busybox /bin/busybox\n",
+    )]);
+    let (_, log) = build(&k, ctx.path(), &["-t", "final:1", "--build-arg", "VERSION=2.5"]);
+    assert!(!log.contains("[unused"), "the unneeded stage must not run:\n{log}");
+    if have("umoci") {
+        let d = umoci_unpack(&k, "docker.io/library/final:1");
+        let rootfs = d.path().join("bundle/rootfs");
+        assert_eq!(std::fs::read_to_string(rootfs.join("version")).unwrap(), "2.5\n");
+        assert!(rootfs.join("bin/busybox").exists());
+    }
+    // --target picks a stage; an unknown one is an error that suggests a name.
+    build(&k, ctx.path(), &["-t", "b:1", "--target", "Build"]);
+    let out = k
+        .cmd()
+        .args(["build", "--target", "bulid"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target stage \"bulid\" could not be found (did you mean build?)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_names_the_line_and_leaves_no_tag() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let cases: &[(&str, &str)] = &[
+        (
+            "FROM busybox\nCOPY nope /x\n",
+            "Dockerfile:2: COPY failed: \"nope\" not found in build context",
+        ),
+        (
+            "FROM busybox\nCOPY ../x /x\n",
+            "Dockerfile:2: COPY failed: \"../x\" is outside the build context",
+        ),
+        ("FROM busybox\nCOPY --from=nostage /x /x\n", "Dockerfile:2"),
+        (
+            "FROM busybox\nCOPY --chown=nobodyhere f /x\n",
+            "unable to find user nobodyhere",
+        ),
+        (
+            "FROM busybox\nCOPY --chmod=64a f /x\n",
+            "invalid chmod parameter: '64a'",
+        ),
+        (
+            "FROM busybox AS a\nCOPY --from=a f /x\n",
+            "circular dependency detected on stage: a",
+        ),
+        ("FROM nosuchimage:1\n", "not in the local store"),
+        ("FROM busybox\nRUNN echo\n", "did you mean RUN?"),
+    ];
+    for (dockerfile, want) in cases {
+        let ctx = context(&[("Dockerfile", dockerfile), ("f", "x")]);
+        let out = k
+            .cmd()
+            .args(["build", "-t", "bad:1"])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}: {err}");
+        assert!(err.contains(want), "{dockerfile}: want {want:?} in:\n{err}");
+    }
+    if have("skopeo") {
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg(format!("oci:{}:docker.io/library/bad:1", k.root().display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a failed build must not leave a tag");
+    }
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproducible_across_stores() {
+    let ctx = app_context();
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let k = Kiln::new();
+            k.import_busybox("busybox:latest");
+            let out = k
+                .cmd()
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .args(["build", "-q", "-t", "app:1"])
+                .arg(ctx.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+}

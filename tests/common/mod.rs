@@ -1,0 +1,148 @@
+//! Shared support for the integration tests: a kiln with a private store, a busybox base
+//! image made from Debian's busybox-static (no network), and the independent readers
+//! (skopeo, umoci, podman) that check what kiln wrote.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A kiln whose store lives in a temp dir of its own.
+pub struct Kiln {
+    pub dir: tempfile::TempDir,
+}
+
+impl Kiln {
+    pub fn new() -> Kiln {
+        Kiln {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// `kiln --root <store> ...`
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("kiln").unwrap();
+        c.arg("--root").arg(self.root());
+        c.env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    /// Run kiln with `args`, assert success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed ({:?}):\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Import the busybox base as `name`.
+    pub fn import_busybox(&self, name: &str) {
+        self.ok(&["import", busybox_tar().to_str().unwrap(), name]);
+    }
+}
+
+/// A rootfs tarball of Debian's busybox-static: /bin/busybox, a symlink per applet,
+/// /etc/passwd and /etc/group, /tmp. Made once per test process.
+pub fn busybox_tar() -> &'static Path {
+    static TAR: OnceLock<PathBuf> = OnceLock::new();
+    TAR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-test-busybox-{}", std::process::id()));
+        let rootfs = dir.join("rootfs");
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "home"] {
+            std::fs::create_dir_all(rootfs.join(d)).unwrap();
+        }
+        let bb = Path::new("/bin/busybox");
+        assert!(
+            bb.exists(),
+            "the tests need Debian's busybox-static (apt-get install busybox-static)"
+        );
+        std::fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
+        let list = std::process::Command::new(bb)
+            .arg("--list-full")
+            .output()
+            .unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            let p = rootfs.join(applet);
+            if applet == "bin/busybox" || p.exists() {
+                continue;
+            }
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink("/bin/busybox", &p).unwrap();
+        }
+        std::fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            rootfs.join("etc/group"),
+            "root:x:0:\ndaemon:x:1:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
+        let tar = dir.join("busybox.tar");
+        let st = std::process::Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+            .arg(&rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        tar
+    })
+}
+
+/// Whether an external tool is installed; tests that need one fail loudly when it is
+/// missing and KILN_REQUIRE_TOOLS is set (as in CI), else they say so and skip.
+pub fn have(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("KILN_REQUIRE_TOOLS").is_some() {
+            panic!("{tool} is required (KILN_REQUIRE_TOOLS is set) but not installed");
+        }
+        eprintln!("note: {tool} not installed; skipping the part of this test that needs it");
+    }
+    found
+}
+
+/// Run a command, assert success, return stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Write a build context from (path, content) pairs.
+pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (p, c) in files {
+        let path = d.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, c).unwrap();
+    }
+    d
+}

@@ -265,7 +265,15 @@ fn source_date_epoch_makes_builds_reproducible_across_stores() {
     let ids: Vec<String> = (0..2)
         .map(|_| {
             let k = Kiln::new();
-            k.import_busybox("busybox:latest");
+            let imported = k
+                .cmd()
+                .env("SOURCE_DATE_EPOCH", "1700000000")
+                .arg("import")
+                .arg(common::busybox_tar())
+                .arg("busybox:latest")
+                .output()
+                .unwrap();
+            assert!(imported.status.success());
             let out = k
                 .cmd()
                 .env("SOURCE_DATE_EPOCH", "1700000000")

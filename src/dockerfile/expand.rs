@@ -863,24 +863,27 @@ impl Glob {
 
     /// The leftmost match starting at or after `from`; at that start, the longest one.
     fn find(&self, text: &str, from: usize) -> Option<(usize, usize)> {
-        let first = match self.pieces.first() {
-            Some(Piece::Lit(l)) => Some(*l),
-            _ => None,
-        };
-        let tail = text.get(from..)?;
-        let starts = tail
-            .char_indices()
-            .map(|(i, _)| from + i)
-            .chain(std::iter::once(text.len()));
-        for start in starts {
-            if let Some(l) = first {
-                if !text.get(start..).is_some_and(|t| t.starts_with(l)) {
+        let first = self.pieces.first().copied();
+        let mut start = from;
+        while start <= text.len() {
+            let rest = text.get(start..)?;
+            let step = rest.chars().next().map_or(1, char::len_utf8);
+            let candidate = match first {
+                Some(Piece::Lit(l)) => rest.starts_with(l),
+                _ => true,
+            };
+            if candidate {
+                if let Some(end) = self.match_at(text, start, true) {
+                    return Some((start, end));
+                }
+                // A leading `*` that found nothing from here would have found anything
+                // that starts later on the same line, so only the next line can match.
+                if first == Some(Piece::Star) {
+                    start += rest.find('\n')? + 1;
                     continue;
                 }
             }
-            if let Some(end) = self.match_at(text, start, true) {
-                return Some((start, end));
-            }
+            start += step;
         }
         None
     }
@@ -1144,6 +1147,20 @@ mod tests {
     }
 
     #[test]
+    fn escapes_in_quoted_patterns_are_kept_raw() {
+        // Inside a `#`/`%` word escapes are kept for the glob, and a double-quoted `\t`
+        // (not an escape there) keeps its backslash twice: the glob sees `\\t`.
+        assert_eq!(with(r#"${A#"\t"}"#, &[("A", r"\tx")]), "x");
+        let raw = Lexer::default()
+            .with_raw_quotes(true)
+            .with_raw_escapes(true);
+        let got = raw
+            .process_words(r#""a\tb""#, &EmptyEnv)
+            .unwrap_or_default();
+        assert_eq!(got, [r#""a\\tb""#]);
+    }
+
+    #[test]
     fn replacement() {
         let v = [("V", "aXbXc"), ("E", "")];
         assert_eq!(with("${V/X/-}", &v), "a-bXc");
@@ -1152,6 +1169,14 @@ mod tests {
         assert_eq!(with("${V/*X/-}", &v), "-c");
         assert_eq!(with("${V//$E/-}", &v), "-a-X-b-X-c-");
         assert_eq!(with("${V/zz/-}", &v), "aXbXc");
+    }
+
+    #[test]
+    fn leading_star_search_skips_to_the_next_line() {
+        let long = format!("{}\nz", "a".repeat(20_000));
+        let v = [("V", long.as_str())];
+        assert_eq!(with("${V/*z/-}", &v), format!("{}\n-", "a".repeat(20_000)));
+        assert_eq!(with("${V//*q/-}", &v), long);
     }
 
     #[test]

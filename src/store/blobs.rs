@@ -73,9 +73,8 @@ impl BlobWriter {
             }
         }
         let dest = blobs_dir.join(digest.hex());
-        if dest.exists() {
-            // Same content already present; refresh its age so a concurrent gc keeps it.
-            fsutil::touch(&dest)?;
+        // Same content already present: refresh its age so a concurrent gc keeps it.
+        if fsutil::touch_if_exists(&dest)? {
             return Ok(BlobInfo { digest, size });
         }
         tmp.as_file()
@@ -128,8 +127,7 @@ impl Store {
     pub fn put_bytes(&self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
         let desc = Descriptor::of_bytes(media_type, bytes);
         let path = self.blob_path(&desc.digest);
-        if path.exists() {
-            fsutil::touch(&path)?;
+        if fsutil::touch_if_exists(&path)? {
             return Ok(desc);
         }
         let mut w = self.blob_writer()?;

@@ -26,6 +26,10 @@ pub(crate) fn atomic_write(
     tmp.as_file()
         .set_permissions(Permissions::from_mode(FILE_MODE))
         .map_err(io_err("setting mode of", tmp.path()))?;
+    // Locked so gc's tmp sweep sees the file as live; released when `tmp` is persisted/dropped.
+    tmp.as_file()
+        .lock()
+        .map_err(io_err("locking", tmp.path()))?;
     tmp.write_all(bytes).map_err(io_err(op, tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_err(op, tmp.path()))?;
     tmp.persist(target)
@@ -51,6 +55,15 @@ pub(crate) fn touch(path: &Path) -> Result<()> {
     File::open(path)
         .and_then(|f| f.set_modified(SystemTime::now()))
         .map_err(io_err("updating modification time of", path))
+}
+
+/// [`touch`], but `Ok(false)` when `path` does not exist (or was just removed by gc).
+pub(crate) fn touch_if_exists(path: &Path) -> Result<bool> {
+    match File::open(path).and_then(|f| f.set_modified(SystemTime::now())) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("updating modification time of", path)(e)),
+    }
 }
 
 /// How long ago `path` was modified; `None` if it vanished. Future mtimes count as "just now".

@@ -18,8 +18,9 @@ pub struct GcOptions {
     /// Keep the build cache (its entries and the layers they name). When false, every cache
     /// entry is dropped first and only images keep blobs alive.
     pub keep_cache: bool,
-    /// Blobs, snapshots, records and temp files younger than this are kept even if
-    /// unreachable: they may belong to a build that has written them but not yet recorded them.
+    /// Blobs, snapshots and records younger than this are kept even if unreachable: they may
+    /// belong to a build that has written them but not yet recorded them. Temp files are
+    /// always given at least a minute.
     pub grace: Duration,
 }
 
@@ -62,6 +63,10 @@ struct Marks {
     blobs: HashSet<Digest>,
     layers: HashSet<Digest>,
 }
+
+/// Temp entries are locked by their writer right after creation; this minimum age (applied
+/// whatever the grace) bridges the moment between the two calls.
+const MIN_TMP_AGE: Duration = Duration::from_secs(60);
 
 /// Manifests and indexes are small; anything bigger reached from the index is not parsed.
 const MAX_JSON_BLOB: u64 = 16 * 1024 * 1024;
@@ -411,7 +416,7 @@ impl Store {
         let tmp = self.tmp_dir();
         for name in fsutil::list_names(&tmp)? {
             let path = tmp.join(&name);
-            if !self.older_than(&path, grace)? {
+            if !self.older_than(&path, grace.max(MIN_TMP_AGE))? {
                 continue;
             }
             let file = match fs::File::open(&path) {

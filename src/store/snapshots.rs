@@ -64,6 +64,11 @@ impl Store {
         let dest = self.snapshot_dir(diff_id);
         if let Err(e) = fs::rename(&staged, &dest) {
             let _ = fsutil::remove_tree(&staged);
+            // gc unlinks lock files of removed snapshots, so in a rare race two makers hold
+            // "the" lock at once; the loser finds the winner's complete snapshot here.
+            if dest.is_dir() {
+                return Ok(dest);
+            }
             return Err(io_err("publishing snapshot", dest)(e));
         }
         fsutil::fsync_dir(&self.snapshots_dir())?;

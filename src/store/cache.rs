@@ -57,7 +57,7 @@ impl CacheEntry {
 
 const MAX_KEY_LEN: usize = 128;
 
-fn check_key(key_hex: &str) -> Result<()> {
+pub(crate) fn check_key(key_hex: &str) -> Result<()> {
     if key_hex.is_empty() || key_hex.len() > MAX_KEY_LEN || !key_hex.bytes().all(is_lower_hex) {
         return Err(StoreError::InvalidName {
             what: "cache key",

@@ -314,10 +314,7 @@ impl Store {
             let Some(key) = name.strip_suffix(".json") else {
                 continue;
             };
-            if !key.bytes().all(crate::image::digest::is_lower_hex)
-                || key.is_empty()
-                || key.len() > 128
-            {
+            if super::cache::check_key(key).is_err() {
                 continue;
             }
             let path = self.cache_path(key);

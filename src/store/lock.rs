@@ -19,7 +19,7 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until an exclusive lock on `path` (created if missing) is held.
     pub fn exclusive(path: impl AsRef<Path>) -> Result<Self> {
-        let (file, path) = open(path.as_ref(), true)?;
+        let (file, path) = open(path.as_ref())?;
         file.lock()
             .map_err(io_err("taking exclusive lock", &path))?;
         Ok(FileLock { file, path })
@@ -27,7 +27,7 @@ impl FileLock {
 
     /// Blocks until a shared lock on `path` (created if missing) is held.
     pub fn shared(path: impl AsRef<Path>) -> Result<Self> {
-        let (file, path) = open(path.as_ref(), true)?;
+        let (file, path) = open(path.as_ref())?;
         file.lock_shared()
             .map_err(io_err("taking shared lock", &path))?;
         Ok(FileLock { file, path })
@@ -35,21 +35,8 @@ impl FileLock {
 
     /// An exclusive lock if nobody holds any lock on `path` right now, else `None`.
     pub fn try_exclusive(path: impl AsRef<Path>) -> Result<Option<Self>> {
-        let (file, path) = open(path.as_ref(), true)?;
+        let (file, path) = open(path.as_ref())?;
         Self::try_from_file(file, path)
-    }
-
-    /// Like [`FileLock::try_exclusive`] but never creates `path`; `None` if it does not exist.
-    pub fn try_exclusive_existing(path: impl AsRef<Path>) -> Result<Option<Self>> {
-        match open(path.as_ref(), false) {
-            Ok((file, path)) => Self::try_from_file(file, path),
-            Err(super::StoreError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Locks an already open file or directory (used for staging entries under `tmp/`, so gc
@@ -80,19 +67,14 @@ impl Drop for FileLock {
     }
 }
 
-fn open(path: &Path, create: bool) -> Result<(File, PathBuf)> {
-    let file = if create {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-    } else {
-        // Directories can only be opened read-only; flock works on any descriptor.
-        File::open(path)
-    };
-    let file = file.map_err(io_err("opening lock file", path))?;
+fn open(path: &Path) -> Result<(File, PathBuf)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("opening lock file", path))?;
     Ok((file, path.to_path_buf()))
 }
 
@@ -119,13 +101,5 @@ mod tests {
         assert!(FileLock::try_exclusive(&p).unwrap().is_none());
         drop((a, b));
         assert!(FileLock::try_exclusive(&p).unwrap().is_some());
-    }
-
-    #[test]
-    fn try_existing_does_not_create() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("missing.lock");
-        assert!(FileLock::try_exclusive_existing(&p).unwrap().is_none());
-        assert!(!p.exists());
     }
 }

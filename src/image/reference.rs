@@ -544,13 +544,15 @@ mod tests {
         assert_eq!(serde_json::from_str::<Reference>(&j).unwrap(), r);
     }
 
+    type ErrorCheck = fn(&ReferenceError) -> bool;
+
     #[test]
     fn rejects_invalid() {
         let long_tag = format!("a:{}", "t".repeat(129));
         let ok_tag = format!("a:{}", "t".repeat(128));
         assert!(Reference::parse(&ok_tag).is_ok());
         let long_name = format!("{}/x", "a".repeat(250));
-        let cases: Vec<(String, fn(&ReferenceError) -> bool)> = vec![
+        let cases: Vec<(String, ErrorCheck)> = vec![
             ("".into(), |e| matches!(e, ReferenceError::Empty)),
             (HEX.into(), |e| {
                 matches!(e, ReferenceError::HexIdentifier(_))

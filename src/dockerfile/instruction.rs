@@ -383,6 +383,14 @@ impl Located {
             .expand_words(f)
             .map_err(|e| at_line(e, line))
     }
+
+    /// [`Instruction::expand_heredocs`], with errors placed at this instruction's line.
+    pub fn expand_heredocs(&mut self, f: &mut ExpandWord<'_>) -> Result<(), Error> {
+        let line = self.start_line;
+        self.instruction
+            .expand_heredocs(f)
+            .map_err(|e| at_line(e, line))
+    }
 }
 
 /// Types every instruction of the tree, stopping at the first error.

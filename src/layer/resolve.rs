@@ -56,23 +56,10 @@ impl Root {
             Err(Errno::ENOENT) if create => {}
             other => return other,
         }
-        // Make what is missing one level at a time, resolving again after each mkdir so that
-        // a dangling symlink in the way fails (ENOENT) instead of being followed.
-        for i in 1..=comps.len() {
-            let prefix = comps.get(..i).unwrap_or_default();
-            match self.resolve(prefix) {
-                Ok(_) => continue,
-                Err(Errno::ENOENT) => {}
-                Err(e) => return Err(e),
-            }
-            let parent = self.resolve(comps.get(..i - 1).unwrap_or_default())?;
-            let name = comps.get(i - 1).ok_or(Errno::EINVAL)?;
-            match mkdirat(&parent, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.resolve(comps)
+        // Missing directories are made where the in-root resolution leads, so a symlink to
+        // a directory that does not exist yet (`var/run -> /run`) gets its target created
+        // inside the root, as BuildKit's MkdirAll on a root-scoped path does.
+        self.walk(comps, true)
     }
 
     fn resolve(&self, comps: &[OsString]) -> nix::Result<OwnedFd> {
@@ -89,7 +76,7 @@ impl Root {
             }
             self.openat2_dir(OsStr::from_bytes(&joined))
         } else {
-            self.walk(comps)
+            self.walk(comps, false)
         }
     }
 
@@ -110,7 +97,7 @@ impl Root {
     /// The user-space equivalent of RESOLVE_IN_ROOT: `..` at the root stays at the root,
     /// absolute symlink targets restart from the root, and every directory is opened with
     /// `O_NOFOLLOW` so nothing outside can be reached between the check and the open.
-    fn walk(&self, comps: &[OsString]) -> nix::Result<OwnedFd> {
+    fn walk(&self, comps: &[OsString], create: bool) -> nix::Result<OwnedFd> {
         let mut stack: Vec<OwnedFd> = Vec::new();
         let mut queue: VecDeque<OsString> = comps.iter().cloned().collect();
         let mut hops = 0;
@@ -124,7 +111,16 @@ impl Root {
                 continue;
             }
             let cur = stack.last().map(|f| f.as_fd()).unwrap_or(self.fd.as_fd());
-            let st = fstatat(cur, c.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            let st = match fstatat(cur, c.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Err(Errno::ENOENT) if create => {
+                    match mkdirat(cur, c.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    fstatat(cur, c.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?
+                }
+                other => other?,
+            };
             let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
             if kind == SFlag::S_IFLNK {
                 hops += 1;
@@ -202,8 +198,12 @@ mod tests {
                 std::os::unix::fs::MetadataExt::ino(&sub)
             );
             assert_eq!(r.open_dir(&comps("loop"), false).unwrap_err(), Errno::ELOOP);
-            assert!(r.open_dir(&comps("dangling/x"), true).is_err());
+            assert!(r.open_dir(&comps("dangling/x"), false).is_err());
         }
+        // Creating through the dangling link makes its target inside the root.
+        let r = Root::open(&root, PathResolution::Auto).unwrap();
+        r.open_dir(&comps("dangling/x"), true).unwrap();
+        assert!(root.join("nonexistent/x").is_dir());
         assert!(!Path::new("/nonexistent").exists());
     }
 

@@ -242,9 +242,9 @@ impl Applier {
                         reason: "hard link without a target",
                     })?
                     .into_owned();
-                let tcomps = clean_path(&target).ok_or_else(|| LayerError::Escape {
+                let tcomps = clean_path(&target).ok_or_else(|| LayerError::LinkEscape {
                     path: shown.clone(),
-                    reason: "hard link target climbs above the root",
+                    target: PathBuf::from(OsStr::from_bytes(&target)),
                 })?;
                 let Some((tbase, tparent)) = tcomps.split_last() else {
                     return Err(LayerError::Escape {

@@ -26,6 +26,9 @@ pub enum LayerError {
     /// Applying the entry would write outside the destination directory.
     #[error("{}: refusing to write outside the destination: {reason}", .path.display())]
     Escape { path: PathBuf, reason: &'static str },
+    /// A hard link whose target lies above the destination.
+    #[error("{}: hard link target {} is outside the destination", .path.display(), .target.display())]
+    LinkEscape { path: PathBuf, target: PathBuf },
     /// A tar entry type that a layer cannot carry (or that we do not know).
     #[error("{}: unsupported tar entry type {kind:?}", .path.display())]
     UnsupportedEntry { path: PathBuf, kind: char },

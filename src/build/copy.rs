@@ -781,10 +781,14 @@ pub fn place(sel: &Selection, how: &Placement<'_>, target: &View) -> Result<Vec<
         Some(o) => (o.uid, o.gid),
         None => (e.uid, e.gid),
     };
-    let mut ensure_dirs = |path: &str, items: &mut Vec<Item>| -> Result<(), CopyError> {
+    // Parent directories the copy has to create: 0:0 (or --chown), mode 0755 (or --chmod).
+    let ensure_dirs = |path: &str,
+                       items: &mut Vec<Item>,
+                       created: &mut std::collections::BTreeSet<String>|
+     -> Result<(), CopyError> {
         let mut p = parent_of(path);
         let mut missing = Vec::new();
-        while !p.is_empty() && !created_dirs.contains(p) {
+        while !p.is_empty() && !created.contains(p) {
             match target.resolve(p, true)? {
                 Some(f) if f.meta.is_dir() => break,
                 _ => missing.push(p.to_string()),
@@ -792,7 +796,7 @@ pub fn place(sel: &Selection, how: &Placement<'_>, target: &View) -> Result<Vec<
             p = parent_of(p);
         }
         for d in missing.into_iter().rev() {
-            created_dirs.insert(d.clone());
+            created.insert(d.clone());
             let (uid, gid) = how.chown.map(|o| (o.uid, o.gid)).unwrap_or((0, 0));
             items.push(Item {
                 path: d,
@@ -809,7 +813,7 @@ pub fn place(sel: &Selection, how: &Placement<'_>, target: &View) -> Result<Vec<
     if dest_dir_mode && existing.is_none() && !dest.is_empty() {
         // The destination directory itself is created.
         let probe = format!("{dest}/x");
-        ensure_dirs(&probe, &mut items)?;
+        ensure_dirs(&probe, &mut items, &mut created_dirs)?;
     }
     for s in &sel.items {
         let rel = if s.rel.is_empty() && dest_dir_mode {
@@ -821,7 +825,7 @@ pub fn place(sel: &Selection, how: &Placement<'_>, target: &View) -> Result<Vec<
         if path.is_empty() {
             continue;
         }
-        ensure_dirs(&path, &mut items)?;
+        ensure_dirs(&path, &mut items, &mut created_dirs)?;
         let (uid, gid) = owner(&s.entry);
         let is_dir = s.entry.kind == SrcKind::Dir;
         let mode = match (how.chmod, &s.entry.kind) {

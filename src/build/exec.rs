@@ -208,7 +208,7 @@ fn now_rfc3339(sde: Option<i64>) -> String {
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0),
     };
-    crate::image::rfc3339(secs)
+    crate::image::timestamp::rfc3339_from_unix(secs.max(0) as u64, 0)
 }
 
 /// Build the image `opts` describes.
@@ -314,7 +314,7 @@ impl Build<'_> {
             .get_or_init(|| {
                 let patterns = crate::context::ignore::load_for_build(
                     &self.opts.context,
-                    self.opts.dockerfile_path.as_deref(),
+                    self.opts.dockerfile_path.as_deref().unwrap_or(std::path::Path::new("Dockerfile")),
                 )
                 .map_err(|e| e.to_string())?;
                 let m = PatternMatcher::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
@@ -334,8 +334,12 @@ impl Build<'_> {
                 "{reference}: not in the local store (kiln pull arrives with registry support; use kiln import or kiln load)"
             ),
         };
-        let record = self.store.resolve(reference)?.ok_or_else(not_found)?;
-        let manifest = self.store.read_manifest(&record.manifest_digest)?;
+        let record = match self.store.resolve(reference) {
+            Ok(r) => r,
+            Err(crate::store::StoreError::ImageNotFound(_)) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        let manifest = self.store.read_manifest(&record.manifest.digest)?;
         let config = self.store.read_config(&manifest.config.digest)?;
         let mut layers = Vec::new();
         for (desc, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids.iter()) {
@@ -460,18 +464,6 @@ impl Build<'_> {
         Ok(st)
     }
 
-    fn expand(&self, st: &State, word: &str) -> Result<String, String> {
-        self.lexer
-            .process_word(
-                word,
-                &StageEnv {
-                    env: &st.config.config.env,
-                    args: &st.args,
-                },
-            )
-            .map_err(|e| e.to_string())
-    }
-
     #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
@@ -486,22 +478,24 @@ impl Build<'_> {
         let mut instr = l.instruction.clone();
         // Expand exactly the fields BuildKit expands, with this stage's ENV and ARGs.
         {
-            let env_snapshot = st.config.config.env.clone();
-            let args_snapshot = st.args.clone();
-            let lexer = &self.lexer;
-            let mut f = |w: &str| -> Result<String, crate::dockerfile::Error> {
-                lexer
-                    .process_word(
-                        w,
-                        &StageEnv {
-                            env: &env_snapshot,
-                            args: &args_snapshot,
-                        },
-                    )
-                    .map_err(|e| crate::dockerfile::Error::new(l.start_line, e.to_string()))
+            let env = StageEnv {
+                env: &st.config.config.env,
+                args: &st.args,
+            };
+            let line = l.start_line;
+            let err = |e: crate::dockerfile::expand::ExpandError| {
+                crate::dockerfile::Error::new(line, e.to_string())
             };
             instr
-                .expand(&mut f)
+                .expand(&mut |w| self.lexer.process_word(w, &env).map_err(err))
+                .and_then(|()| {
+                    instr.expand_words(&mut |w| self.lexer.process_words(w, &env).map_err(err))
+                })
+                .and_then(|()| {
+                    // Quotes in a heredoc body stay literal; `$` and escapes are processed.
+                    let raw = self.lexer.with_skip_process_quotes(true);
+                    instr.expand_heredocs(&mut |w| raw.process_word(w, &env).map_err(err))
+                })
                 .map_err(|e| self.step_err(l, e.message))?;
         }
         let mut kb = KeyBuilder::new(&st.key, instr.keyword());
@@ -575,14 +569,9 @@ impl Build<'_> {
                     None => None,
                 };
                 let created = now_rfc3339(self.opts.source_date_epoch);
-                self.store.cache_put(
-                    &key_hex,
-                    &CacheEntry {
-                        layer: layer.clone(),
-                        created: created.clone(),
-                        ..Default::default()
-                    },
-                )?;
+                let mut entry = CacheEntry::new(layer.clone(), None, serde_json::Value::Null);
+                entry.created = created.clone();
+                self.store.cache_put(&key_hex, &entry)?;
                 self.reporter.event(Event::StepDone {
                     step: lab,
                     elapsed: start.elapsed(),
@@ -619,8 +608,7 @@ impl Build<'_> {
     }
 
     fn read_inputs(&self, identity: &[u8; 32]) -> Option<Vec<Input>> {
-        let p = self.store.meta_path("steps", &hex(identity));
-        let bytes = std::fs::read(p).ok()?;
+        let bytes = self.store.get_meta("steps", &hex(identity))?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -638,24 +626,24 @@ impl Build<'_> {
         let c = &mut st.config.config;
         match instr {
             Instruction::Env(e) => {
-                for (k, v) in &e.pairs {
-                    ins::add_env(&mut c.env, k, v);
+                for kv in &e.vars {
+                    ins::add_env(&mut c.env, &kv.key, &kv.value);
                 }
             }
             Instruction::Label(lb) => {
-                for (k, v) in &lb.pairs {
-                    c.labels.insert(k.clone(), v.clone());
+                for kv in &lb.labels {
+                    c.labels.insert(kv.key.clone(), kv.value.clone());
                 }
             }
-            Instruction::Maintainer(m) => st.config.author = Some(m.name.clone()),
+            Instruction::Maintainer(m) => st.config.author = Some(m.maintainer.clone()),
             Instruction::User(u) => c.user = u.user.clone(),
             Instruction::Expose(e) => {
-                for p in ins::parse_port_specs(&e.ports).map_err(|e| e.to_string())? {
-                    c.exposed_ports.insert(p, Default::default());
+                for p in e.exposed_ports().map_err(|e| e.message)? {
+                    c.exposed_ports.insert(p.to_string(), Default::default());
                 }
             }
             Instruction::Volume(v) => {
-                for p in &v.paths {
+                for p in &v.volumes {
                     c.volumes.insert(p.clone(), Default::default());
                 }
             }
@@ -672,14 +660,32 @@ impl Build<'_> {
                     c.cmd = None;
                 }
             }
-            Instruction::Healthcheck(h) => c.healthcheck = Some(h.to_config()),
+            Instruction::Healthcheck(h) => {
+                let ns = |d: Option<std::time::Duration>| {
+                    d.map(|d| d.as_nanos().min(i64::MAX as u128) as i64).unwrap_or(0)
+                };
+                let mut hc = crate::image::Healthcheck {
+                    test: h.test(),
+                    ..Default::default()
+                };
+                if let ins::HealthcheckCommand::Check(chk) = h {
+                    hc.interval = ns(chk.interval);
+                    hc.timeout = ns(chk.timeout);
+                    hc.start_period = ns(chk.start_period);
+                    hc.start_interval = ns(chk.start_interval);
+                    hc.retries = chk.retries.map(i64::from).unwrap_or(0);
+                }
+                c.healthcheck = Some(hc);
+            }
             Instruction::Onbuild(o) => c.on_build.push(o.expression.clone()),
             Instruction::Arg(a) => {
-                for (name, default) in a.pairs() {
+                for decl in &a.args {
+                    let name = decl.name.clone();
                     let value = match self.opts.build_args.get(&name) {
                         Some(v) => Some(v.clone()),
-                        None => match default {
-                            Some(d) => Some(self.expand(st, &d)?),
+                        // Defaults were expanded with the rest of the instruction.
+                        None => match &decl.default {
+                            Some(d) => Some(d.clone()),
                             None => self
                                 .plan
                                 .global_args
@@ -725,7 +731,7 @@ impl Build<'_> {
             config.config.labels.insert(k.clone(), v.clone());
         }
         config.created = Some(if let Some(sde) = self.opts.source_date_epoch {
-            crate::image::rfc3339(sde)
+            crate::image::timestamp::rfc3339_from_unix(sde.max(0) as u64, 0)
         } else if st.created.is_empty() {
             now_rfc3339(None)
         } else {
@@ -740,6 +746,40 @@ impl Build<'_> {
             manifest,
             config_digest,
             config,
+        })
+    }
+}
+
+/// What COPY and ADD have in common.
+struct CopySpec<'a> {
+    sources: &'a ins::Sources,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    link: bool,
+    parents: bool,
+    excludes: &'a [String],
+}
+
+impl<'a> CopySpec<'a> {
+    fn of(i: &'a Instruction) -> Option<Self> {
+        Some(match i {
+            Instruction::Copy(c) => CopySpec {
+                sources: &c.sources,
+                chown: c.chown.as_deref(),
+                chmod: c.chmod.as_deref(),
+                link: c.link,
+                parents: c.parents,
+                excludes: &c.excludes,
+            },
+            Instruction::Add(c) => CopySpec {
+                sources: &c.sources,
+                chown: c.chown.as_deref(),
+                chmod: c.chmod.as_deref(),
+                link: c.link,
+                parents: false,
+                excludes: &c.excludes,
+            },
+            _ => return None,
         })
     }
 }
@@ -776,22 +816,18 @@ impl Build<'_> {
         from: Option<&plan::From>,
         kb: &mut KeyBuilder,
     ) -> Result<LayerWork, String> {
-        let c = match instr {
-            Instruction::Copy(c) => c,
-            Instruction::Add(c) => c,
-            _ => return Err("not a copy".into()),
-        };
-        let chmod = c.chmod.as_deref().map(Chmod::parse).transpose().map_err(|e| e.to_string())?;
-        let exclude = if c.exclude.is_empty() {
+        let c = CopySpec::of(instr).ok_or("not a COPY or ADD")?;
+        let chmod = c.chmod.map(Chmod::parse).transpose().map_err(|e| e.to_string())?;
+        let exclude = if c.excludes.is_empty() {
             None
         } else {
-            Some(PatternMatcher::new(&c.exclude).map_err(|e| e.to_string())?)
+            Some(PatternMatcher::new(c.excludes).map_err(|e| e.to_string())?)
         };
         let mut selection = match from {
             None => {
                 let listing = self.listing()?;
                 let fs = ContextFs { listing: &listing };
-                let sel = copy::select(&fs, &c.sources, c.parents, exclude.as_ref())
+                let sel = copy::select(&fs, &c.sources.paths, c.parents, exclude.as_ref())
                     .map_err(|e| e.to_string())?;
                 // Hash exactly the context files this step reads.
                 let entries: Vec<&crate::context::walk::Entry> = sel
@@ -841,7 +877,7 @@ impl Build<'_> {
                 kb.input(format!("stage {name}"), &state.key);
                 let view = state.view()?;
                 let fs = ViewFs { view: &view, name: name.clone() };
-                let sel = copy::select(&fs, &c.sources, c.parents, exclude.as_ref())
+                let sel = copy::select(&fs, &c.sources.paths, c.parents, exclude.as_ref())
                     .map_err(|e| match e {
                         copy::CopyError::NotFoundInStage(p, _) => format!("\"{p}\" not found in {name}"),
                         e => e.to_string(),
@@ -849,19 +885,15 @@ impl Build<'_> {
                 sel
             }
         };
-        // Heredoc sources are inline files named after their delimiter.
-        for h in &c.heredocs {
-            let data = if h.expand {
-                self.expand_heredoc(st, &h.data)?
-            } else {
-                h.data.clone()
-            };
-            kb.input(format!("heredoc {}", h.path), data.as_bytes());
+        // Heredoc sources are inline files named after their delimiter (bodies already
+        // expanded with the instruction).
+        for h in &c.sources.contents {
+            kb.input(format!("heredoc {}", h.path), h.data.as_bytes());
             selection.items.push(copy::Selected {
                 entry: SrcEntry {
                     path: h.path.clone(),
-                    size: data.len() as u64,
-                    kind: SrcKind::File(Data::Bytes(Arc::new(data.into_bytes()))),
+                    size: h.data.len() as u64,
+                    kind: SrcKind::File(Data::Bytes(Arc::new(h.data.clone().into_bytes()))),
                     mode: 0o644,
                     uid: 0,
                     gid: 0,
@@ -871,37 +903,26 @@ impl Build<'_> {
                 source: h.path.clone(),
                 name: h.path.clone(),
             });
-            if c.sources.len() + c.heredocs.len() > 1 {
-                selection.dest_is_dir = true;
-            }
         }
-        if selection.items.is_empty() && c.sources.is_empty() && c.heredocs.is_empty() {
-            return Err("no source files were specified".into());
+        if c.sources.paths.len() + c.sources.contents.len() > 1 {
+            selection.dest_is_dir = true;
         }
-        kb.input("destination", c.dest.as_bytes());
+        kb.input("destination", c.sources.dest.as_bytes());
         kb.input("workdir", st.config.config.working_dir.as_bytes());
         kb.input(
             "flags",
-            format!("chown={:?} chmod={:?} parents={} link={} exclude={:?}", c.chown, c.chmod, c.parents, c.link, c.exclude).as_bytes(),
+            format!(
+                "chown={:?} chmod={:?} parents={} link={} exclude={:?}",
+                c.chown, c.chmod, c.parents, c.link, c.excludes
+            )
+            .as_bytes(),
         );
         Ok(LayerWork::Copy {
             selection,
-            dest: c.dest.clone(),
-            chown: c.chown.clone(),
+            dest: c.sources.dest.clone(),
+            chown: c.chown.map(str::to_string),
             chmod,
         })
-    }
-
-    fn expand_heredoc(&self, st: &State, body: &str) -> Result<String, String> {
-        self.lexer
-            .process_heredoc(
-                body,
-                &StageEnv {
-                    env: &st.config.config.env,
-                    args: &st.args,
-                },
-            )
-            .map_err(|e| e.to_string())
     }
 
     /// Do a step's filesystem work: write its layer into the store.
@@ -1001,7 +1022,7 @@ impl Build<'_> {
             r.map_err(|e| e.to_string())?;
         }
         let (writer, _digested) = b.finish().map_err(|e| e.to_string())?;
-        let (digest, size) = writer.commit(None).map_err(|e| e.to_string())?;
-        Ok(Descriptor::new(crate::image::media::OCI_LAYER_TAR, digest, size))
+        let info = writer.commit(None).map_err(|e| e.to_string())?;
+        Ok(info.descriptor(crate::image::media::OCI_LAYER_TAR))
     }
 }

@@ -13,6 +13,7 @@ mod heredoc;
 mod mount;
 mod ports;
 mod text;
+pub use text::suggest;
 
 pub use duration::parse_go_duration;
 pub use env::{add_env, parse_key_value};
@@ -27,7 +28,7 @@ use super::ast::{Ast, Node};
 use super::Error;
 use heredoc::{chomp_heredoc_content, parse_heredoc_word};
 use std::time::Duration;
-use text::{go_quote, suggest};
+use text::go_quote;
 
 /// A single-word expansion supplied by the caller (ARG/ENV substitution, quote removal).
 pub type ExpandWord<'a> = dyn FnMut(&str) -> Result<String, Error> + 'a;

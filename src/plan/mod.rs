@@ -199,13 +199,14 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
         match &l.instruction {
             Instruction::From(_) => break,
             Instruction::Arg(arg) => {
-                for (name, default) in arg.pairs() {
+                for decl in &arg.args {
+                    let name = decl.name.clone();
                     let value = match opts.build_args.get(&name) {
                         Some(v) => Some(v.clone()),
-                        None => match default {
+                        None => match &decl.default {
                             Some(d) => Some(
                                 lexer
-                                    .process_word(&d, &ArgEnv {
+                                    .process_word(d, &ArgEnv {
                                         scoped: &global_args,
                                         builtin: &builtin,
                                     })
@@ -223,7 +224,7 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
                     l.start_line,
                     format!(
                         "{} cannot come before the first FROM (only ARG can)",
-                        other.keyword().to_uppercase()
+                        other.keyword()
                     ),
                 ))
             }
@@ -261,7 +262,7 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
             } else {
                 Base::Image(image)
             };
-            let name = from.name.as_ref().map(|n| n.to_ascii_lowercase());
+            let name = from.stage_name.as_ref().map(|n| n.to_ascii_lowercase());
             if let Some(n) = &name {
                 if stages.iter().any(|s| s.name.as_ref() == Some(n)) {
                     return Err(at(l.start_line, format!("duplicate stage name {n:?}")));
@@ -298,7 +299,10 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
     let count = stages.len();
     for stage in stages.iter_mut() {
         for (i, l) in stage.instructions.iter().enumerate() {
-            let Some(from) = l.instruction.copy_from() else {
+            let Instruction::Copy(copy) = &l.instruction else {
+                continue;
+            };
+            let Some(from) = copy.from.as_deref() else {
                 continue;
             };
             if from.contains('$') {
@@ -349,7 +353,7 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
                 None => {
                     let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
                     let mut msg = format!("target stage {t:?} could not be found");
-                    if let Some(s) = nearest(&lower, &known) {
+                    if let Some(s) = crate::dockerfile::instruction::suggest(&lower, &known) {
                         msg.push_str(&format!(" (did you mean {s}?)"));
                     }
                     return Err(at(0, msg));
@@ -372,31 +376,4 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
         global_args,
         builtin_args: builtin,
     })
-}
-
-/// The nearest of `candidates` to `word` by edit distance, if close enough to suggest.
-pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let mut best: Option<(usize, &str)> = None;
-    for c in candidates {
-        let d = edit_distance(word, c);
-        if d <= 2.max(word.len() / 3) && best.is_none_or(|(bd, _)| d < bd) {
-            best = Some((d, c));
-        }
-    }
-    best.map(|(_, c)| c)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }

@@ -47,6 +47,7 @@ mod gc;
 mod images;
 mod lease;
 mod lock;
+mod meta;
 mod snapshots;
 
 use std::ffi::OsString;

@@ -68,7 +68,7 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
 /// The option closest to `word`, compared case-insensitively, when it is close enough
 /// to be a likely typo: a small edit distance for the word's length, or `word` being a
 /// prefix of the option (`tmp` → `tmpfs`). An exact match suggests nothing.
-pub(crate) fn suggest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
+pub fn suggest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
     let word = word.to_lowercase();
     let len = word.chars().count();
     if len == 0 {

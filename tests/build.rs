@@ -19,7 +19,10 @@ fn build(k: &Kiln, ctx: &Path, extra: &[&str]) -> (String, String) {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "build failed:\n{stderr}");
-    (String::from_utf8(out.stdout).unwrap().trim().to_string(), stderr)
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        stderr,
+    )
 }
 
 fn skopeo_config(k: &Kiln, reference: &str) -> serde_json::Value {
@@ -31,7 +34,9 @@ fn skopeo_config(k: &Kiln, reference: &str) -> serde_json::Value {
 }
 
 fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn umoci_unpack(k: &Kiln, reference: &str) -> tempfile::TempDir {
@@ -97,7 +102,10 @@ fn builds_an_image_that_skopeo_and_umoci_read() {
         assert_eq!(c["Labels"]["org.example.title"], "demo app");
         let env = c["Env"].as_array().unwrap();
         assert!(env.iter().any(|e| e == "GREETING=hello world"), "{env:?}");
-        assert!(env.iter().any(|e| e.as_str().unwrap().starts_with("PATH=")), "{env:?}");
+        assert!(
+            env.iter().any(|e| e.as_str().unwrap().starts_with("PATH=")),
+            "{env:?}"
+        );
         assert_eq!(c["Entrypoint"], serde_json::json!(["/usr/local/bin/run"]));
         assert_eq!(c["Cmd"], serde_json::json!(["serve"]));
         assert!(c["ExposedPorts"].get("8080/tcp").is_some());
@@ -148,7 +156,8 @@ fn rebuilds_hit_the_cache_and_say_why_they_miss() {
         "WORKDIR $APP_HOME",
     ] {
         assert!(
-            log.lines().any(|l| l.contains("CACHED") && l.contains(step)),
+            log.lines()
+                .any(|l| l.contains("CACHED") && l.contains(step)),
             "expected `{step}` CACHED:\n{log}"
         );
     }
@@ -184,12 +193,22 @@ fn multistage_target_and_copy_from() {
          FROM busybox AS unused\nCOPY missing-file /x\n\
          FROM scratch AS final\nCOPY --from=build /out/ /\nCOPY --from=BUILD /bin/busybox /bin/busybox\n",
     )]);
-    let (_, log) = build(&k, ctx.path(), &["-t", "final:1", "--build-arg", "VERSION=2.5"]);
-    assert!(!log.contains("[unused"), "the unneeded stage must not run:\n{log}");
+    let (_, log) = build(
+        &k,
+        ctx.path(),
+        &["-t", "final:1", "--build-arg", "VERSION=2.5"],
+    );
+    assert!(
+        !log.contains("[unused"),
+        "the unneeded stage must not run:\n{log}"
+    );
     if have("umoci") {
         let d = umoci_unpack(&k, "docker.io/library/final:1");
         let rootfs = d.path().join("bundle/rootfs");
-        assert_eq!(std::fs::read_to_string(rootfs.join("version")).unwrap(), "2.5\n");
+        assert_eq!(
+            std::fs::read_to_string(rootfs.join("version")).unwrap(),
+            "2.5\n"
+        );
         assert!(rootfs.join("bin/busybox").exists());
     }
     // --target picks a stage; an unknown one is an error that suggests a name.
@@ -252,7 +271,10 @@ fn bad_input_names_the_line_and_leaves_no_tag() {
     if have("skopeo") {
         let out = Command::new("skopeo")
             .arg("inspect")
-            .arg(format!("oci:{}:docker.io/library/bad:1", k.root().display()))
+            .arg(format!(
+                "oci:{}:docker.io/library/bad:1",
+                k.root().display()
+            ))
             .output()
             .unwrap();
         assert!(!out.status.success(), "a failed build must not leave a tag");
@@ -281,7 +303,11 @@ fn source_date_epoch_makes_builds_reproducible_across_stores() {
                 .arg(ctx.path())
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8(out.stdout).unwrap().trim().to_string()
         })
         .collect();

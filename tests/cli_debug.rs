@@ -33,7 +33,9 @@ fn dumps_the_example_in_buildkit_format() {
     assert_eq!(lines[1], r#"(from "${BASE}" "AS" "base")"#);
     assert!(lines.contains(&r#"(copy "<<EOF" "/etc/motd")"#), "{out}");
     assert!(
-        lines.contains(&r#"(healthcheck ["--interval=30s" "--timeout=3s"] "CMD" "/app/hello.sh" "--check")"#),
+        lines.contains(
+            &r#"(healthcheck ["--interval=30s" "--timeout=3s"] "CMD" "/app/hello.sh" "--check")"#
+        ),
         "{out}"
     );
     assert_eq!(lines.last().unwrap(), &r#"(cmd "world")"#);

@@ -53,9 +53,12 @@ fn symlinks_are_listed_not_followed() {
     let r = t.path();
     std::os::unix::fs::symlink(outside.path(), r.join("escape")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", r.join("passwd")).unwrap();
-    let l = Listing::scan(r, &PatternMatcher::new::<&str>(&[]).unwrap()).unwrap();
+    let l = Listing::scan(r, &PatternMatcher::new(&[] as &[&str]).unwrap()).unwrap();
     assert_eq!(paths(&l), vec!["escape", "passwd"]);
-    assert_eq!(l.entries[0].kind, Kind::Symlink(outside.path().to_path_buf()));
+    assert_eq!(
+        l.entries[0].kind,
+        Kind::Symlink(outside.path().to_path_buf())
+    );
     // Nothing below the link was listed.
     assert!(l.get("escape/secret").is_none());
 }
@@ -64,9 +67,12 @@ fn symlinks_are_listed_not_followed() {
 fn fifos_are_listed_as_other() {
     let t = tempfile::tempdir().unwrap();
     let fifo = t.path().join("pipe");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(status.success());
-    let l = Listing::scan(t.path(), &PatternMatcher::new::<&str>(&[]).unwrap()).unwrap();
+    let l = Listing::scan(t.path(), &PatternMatcher::new(&[] as &[&str]).unwrap()).unwrap();
     assert_eq!(l.entries[0].kind, Kind::Other);
 }
 
@@ -76,7 +82,7 @@ fn subtree_selects_a_directory_and_not_its_prefix_siblings() {
     write(t.path(), "a/x", "1");
     write(t.path(), "a.b", "2");
     write(t.path(), "ab/y", "3");
-    let l = Listing::scan(t.path(), &PatternMatcher::new::<&str>(&[]).unwrap()).unwrap();
+    let l = Listing::scan(t.path(), &PatternMatcher::new(&[] as &[&str]).unwrap()).unwrap();
     let sub: Vec<_> = l.subtree("a").map(|e| e.path.as_str()).collect();
     assert_eq!(sub, vec!["a", "a/x"]);
     assert_eq!(l.subtree("").count(), l.entries.len());
@@ -91,7 +97,7 @@ fn stat_cache_skips_unchanged_files_and_sees_changes() {
     // Entries changed within the last two seconds are not trusted (racily clean).
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let cache_path = t.path().join("statcache");
-    let m = PatternMatcher::new::<&str>(&[]).unwrap();
+    let m = PatternMatcher::new(&[] as &[&str]).unwrap();
 
     let l = Listing::scan(&r, &m).unwrap();
     let all: Vec<_> = l.entries.iter().collect();
@@ -130,7 +136,9 @@ fn a_damaged_stat_cache_is_an_empty_one() {
 #[test]
 fn big_files_hash_like_small_ones() {
     let t = tempfile::tempdir().unwrap();
-    let data: Vec<u8> = (0..(9u32 << 20)).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let data: Vec<u8> = (0..(9u32 << 20))
+        .map(|i| (i * 7 + i / 4096) as u8)
+        .collect();
     let p = t.path().join("big");
     fs::write(&p, &data).unwrap();
     let h = kiln::context::hash::hash_path(&p, data.len() as u64).unwrap();

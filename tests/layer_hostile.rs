@@ -129,7 +129,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "dotdot in PAX path",
-            tar: |_| RawTar::default().pax_path("../../escaped").file("harmless", "x").finish(),
+            tar: |_| {
+                RawTar::default()
+                    .pax_path("../../escaped")
+                    .file("harmless", "x")
+                    .finish()
+            },
             expect: Rejected("outside the destination"),
         },
         Case {
@@ -149,7 +154,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "write through absolute symlink",
-            tar: |out| RawTar::default().symlink("evil", out).file("evil/pwned", "x").finish(),
+            tar: |out| {
+                RawTar::default()
+                    .symlink("evil", out)
+                    .file("evil/pwned", "x")
+                    .finish()
+            },
             expect: Contained(&["{out}/pwned"]),
         },
         Case {
@@ -190,17 +200,30 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "hard link with dotdot",
-            tar: |_| RawTar::default().hardlink("hl", "../outside/secret").finish(),
+            tar: |_| {
+                RawTar::default()
+                    .hardlink("hl", "../outside/secret")
+                    .finish()
+            },
             expect: Rejected("hard link target ../outside/secret is outside the destination"),
         },
         Case {
             name: "hard link to an absolute outside path",
-            tar: |out| RawTar::default().hardlink("hl", &format!("{out}/secret")).finish(),
+            tar: |out| {
+                RawTar::default()
+                    .hardlink("hl", &format!("{out}/secret"))
+                    .finish()
+            },
             expect: Rejected("No such file"),
         },
         Case {
             name: "hard link through a symlink",
-            tar: |out| RawTar::default().symlink("s", out).hardlink("hl", "s/secret").finish(),
+            tar: |out| {
+                RawTar::default()
+                    .symlink("s", out)
+                    .hardlink("hl", "s/secret")
+                    .finish()
+            },
             expect: Rejected("No such file"),
         },
         Case {
@@ -225,7 +248,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "whiteout through a symlink",
-            tar: |out| RawTar::default().symlink("evil", out).file("evil/.wh.secret", "").finish(),
+            tar: |out| {
+                RawTar::default()
+                    .symlink("evil", out)
+                    .file("evil/.wh.secret", "")
+                    .finish()
+            },
             expect: Contained(&["evil"]),
         },
         Case {
@@ -309,14 +337,20 @@ fn hostile_layers_never_write_outside_dest() {
                 failures.push(format!("{label}: the outside directory changed"));
             }
             let mut after = fingerprint(t.path());
-            after.retain(|k, _| !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap());
+            after.retain(|k, _| {
+                !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap()
+            });
             let mut before_top = before.clone();
-            before_top.retain(|k, _| !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap());
+            before_top.retain(|k, _| {
+                !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap()
+            });
             // dest's own mtime may change; compare the set of paths and everything else.
             after.remove(dest.to_str().unwrap());
             before_top.remove(dest.to_str().unwrap());
             if after != before_top {
-                failures.push(format!("{label}: something appeared beside dest: {after:?}"));
+                failures.push(format!(
+                    "{label}: something appeared beside dest: {after:?}"
+                ));
             }
 
             let rel_out = out_str.trim_start_matches('/');

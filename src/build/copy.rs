@@ -58,7 +58,11 @@ pub enum Data {
     /// A file on disk (a context file).
     Disk(PathBuf),
     /// A byte range of a layer tar (a file of a stage or image).
-    Tar { tar: PathBuf, offset: u64, size: u64 },
+    Tar {
+        tar: PathBuf,
+        offset: u64,
+        size: u64,
+    },
     /// Inline bytes (a heredoc).
     Bytes(Arc<Vec<u8>>),
 }
@@ -251,7 +255,11 @@ impl SourceFs for ViewFs<'_> {
         while let Some(d) = stack.pop() {
             let mut children = Vec::new();
             for name in self.view.read_dir(&d) {
-                let p = if d.is_empty() { name } else { format!("{d}/{name}") };
+                let p = if d.is_empty() {
+                    name
+                } else {
+                    format!("{d}/{name}")
+                };
                 if let Some(found) = self.view.resolve(&p, false)? {
                     let e = self.entry(&found);
                     if e.kind == SrcKind::Dir {
@@ -294,8 +302,11 @@ pub struct Selected {
 pub struct Selection {
     pub items: Vec<Selected>,
     /// True when the destination is a directory because of what was selected (a
-    /// directory source, several sources, or a wildcard).
+    /// directory source).
     pub dest_is_dir: bool,
+    /// How many top-level sources were matched (wildcards expanded, heredocs counted):
+    /// more than one needs a destination ending in `/`.
+    pub sources: usize,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -478,10 +489,7 @@ pub fn select(
     if sources.is_empty() {
         return Err(CopyError::NoSources);
     }
-    let mut sel = Selection {
-        dest_is_dir: sources.len() > 1,
-        ..Default::default()
-    };
+    let mut sel = Selection::default();
     let mut any_glob_matched = false;
     let mut had_glob = false;
     for src in sources {
@@ -490,7 +498,7 @@ pub fn select(
         }
         let matches = if has_glob(src) {
             had_glob = true;
-            sel.dest_is_dir = true;
+            // One match with no trailing slash names the file; several need a directory.
             let m = glob(fs, src)?;
             any_glob_matched |= !m.is_empty();
             m
@@ -498,6 +506,7 @@ pub fn select(
             vec![clean(src)]
         };
         let keep_base = if parents { parents_base(src) } else { None };
+        sel.sources += matches.len();
         for path in matches {
             // The named source itself is dereferenced; links inside it are not.
             let Some(top) = fs.stat(&path, true)? else {
@@ -555,7 +564,11 @@ pub fn select(
                 }
                 // Empty: the destination decides (a directory gets `name`, else the
                 // destination is the file's new name).
-                let rel = if parents { prefix.clone() } else { String::new() };
+                let rel = if parents {
+                    prefix.clone()
+                } else {
+                    String::new()
+                };
                 sel.items.push(Selected {
                     entry: top,
                     rel,
@@ -696,7 +709,11 @@ fn lookup_db(db: Option<&[u8]>, name: &str, field: usize) -> Option<(u64, Option
 /// Resolve `--chown=user[:group]` against a stage's /etc/passwd and /etc/group. A
 /// numeric user without a group uses the same number for the group; a user name without
 /// a group uses that user's primary group.
-pub fn resolve_chown(spec: &str, passwd: Option<&[u8]>, group: Option<&[u8]>) -> Result<Owner, CopyError> {
+pub fn resolve_chown(
+    spec: &str,
+    passwd: Option<&[u8]>,
+    group: Option<&[u8]>,
+) -> Result<Owner, CopyError> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -766,10 +783,10 @@ pub fn place(sel: &Selection, how: &Placement<'_>, target: &View) -> Result<Vec<
     let cleaned = clean(&dest_abs);
     let existing = target.resolve(&cleaned, true)?;
     let exists_as_dir = existing.as_ref().is_some_and(|f| f.meta.is_dir());
-    let dest_dir_mode = sel.dest_is_dir || trailing_dir || exists_as_dir;
-    if sel.items.len() > 1 && !dest_dir_mode {
+    if sel.sources > 1 && !trailing_dir {
         return Err(CopyError::DestNotDir);
     }
+    let dest_dir_mode = sel.dest_is_dir || trailing_dir || exists_as_dir;
     let dest = match &existing {
         Some(f) => f.path.clone(),
         None => resolve_parent(target, &cleaned)?,
@@ -821,7 +838,11 @@ pub fn place(sel: &Selection, how: &Placement<'_>, target: &View) -> Result<Vec<
         } else {
             s.rel.clone()
         };
-        let path = if rel.is_empty() { dest.clone() } else { join(&dest, &rel) };
+        let path = if rel.is_empty() {
+            dest.clone()
+        } else {
+            join(&dest, &rel)
+        };
         if path.is_empty() {
             continue;
         }
@@ -866,5 +887,312 @@ fn resolve_parent(target: &View, path: &str) -> Result<String, CopyError> {
     match target.resolve(parent, true)? {
         Some(f) => Ok(join(&f.path, name)),
         None => Ok(join(&resolve_parent(target, parent)?, name)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::index::{Layer, LayerIndex};
+
+    fn ctx(files: &[(&str, &str)]) -> (tempfile::TempDir, Listing) {
+        let d = tempfile::tempdir().unwrap();
+        for (p, c) in files {
+            let path = d.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, c).unwrap();
+        }
+        let m = PatternMatcher::new(&[] as &[&str]).unwrap();
+        let l = Listing::scan(d.path(), &m).unwrap();
+        (d, l)
+    }
+
+    /// A view with one layer holding `dirs` and `links` (path → target).
+    fn view(dirs: &[&str], links: &[(&str, &str)]) -> (tempfile::TempDir, View) {
+        let d = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for dir in dirs {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o750);
+            h.set_uid(500);
+            h.set_gid(600);
+            h.set_size(0);
+            b.append_data(&mut h, dir, &[][..]).unwrap();
+        }
+        for (p, t) in links {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, p, t).unwrap();
+        }
+        let tar = d.path().join("l.tar");
+        std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+        let index = std::sync::Arc::new(LayerIndex::read_file(&tar).unwrap());
+        (d, View::new(vec![Layer { index, tar }]))
+    }
+
+    fn paths(items: &[Item]) -> Vec<&str> {
+        items.iter().map(|i| i.path.as_str()).collect()
+    }
+
+    fn copy(l: &Listing, srcs: &[&str], dest: &str, target: &View) -> Result<Vec<Item>, CopyError> {
+        let fs = ContextFs { listing: l };
+        let srcs: Vec<String> = srcs.iter().map(|s| s.to_string()).collect();
+        let sel = select(&fs, &srcs, false, None)?;
+        place(
+            &sel,
+            &Placement {
+                dest,
+                workdir: "/work",
+                ..Default::default()
+            },
+            target,
+        )
+    }
+
+    #[test]
+    fn directory_sources_copy_their_contents() {
+        let (_d, l) = ctx(&[("sub/dir1/dir2/foo", "x")]);
+        let (_v, v) = view(&[], &[]);
+        for src in ["sub/dir1", "sub/dir1/", "sub/dir1/."] {
+            let items = copy(&l, &[src], "/dest", &v).unwrap();
+            assert_eq!(
+                paths(&items),
+                vec!["dest", "dest/dir2", "dest/dir2/foo"],
+                "{src}"
+            );
+        }
+        let items = copy(&l, &["sub/*"], "/w/", &v).unwrap();
+        assert_eq!(paths(&items), vec!["w", "w/dir2", "w/dir2/foo"]);
+    }
+
+    #[test]
+    fn file_destinations_and_trailing_slashes() {
+        let (_d, l) = ctx(&[("a.go", "a"), ("b.go", "b"), ("f1.go", "f")]);
+        let (_v, v) = view(&[], &[]);
+        assert_eq!(
+            paths(&copy(&l, &["a.go"], "/x/y", &v).unwrap()),
+            vec!["x", "x/y"]
+        );
+        assert_eq!(
+            paths(&copy(&l, &["a.go"], "/x/y/", &v).unwrap()),
+            vec!["x", "x/y", "x/y/a.go"]
+        );
+        // One wildcard match without a trailing slash names the file.
+        assert_eq!(
+            paths(&copy(&l, &["f*.go"], "/foo2.go", &v).unwrap()),
+            vec!["foo2.go"]
+        );
+        // Relative destinations resolve against WORKDIR; `.` is WORKDIR itself.
+        assert_eq!(
+            paths(&copy(&l, &["a.go"], ".", &v).unwrap()),
+            vec!["work", "work/a.go"]
+        );
+        assert_eq!(
+            copy(&l, &["a.go", "b.go"], "/x", &v).unwrap_err(),
+            CopyError::DestNotDir
+        );
+        assert_eq!(
+            paths(&copy(&l, &["*.go"], "/g/", &v).unwrap()),
+            vec!["g", "g/a.go", "g/b.go", "g/f1.go"]
+        );
+    }
+
+    #[test]
+    fn missing_sources_and_escapes_are_errors() {
+        let (_d, l) = ctx(&[("foo", "x")]);
+        let (_v, v) = view(&[], &[]);
+        assert_eq!(
+            copy(&l, &["nope"], "/", &v).unwrap_err(),
+            CopyError::NotFoundInContext("nope".into())
+        );
+        assert_eq!(
+            copy(&l, &["../x"], "/", &v).unwrap_err(),
+            CopyError::OutsideContext("../x".into())
+        );
+        // A wildcard that matches nothing is fine beside other sources.
+        assert_eq!(
+            paths(&copy(&l, &["foo", "nomatch*"], "/d/", &v).unwrap()),
+            vec!["d", "d/foo"]
+        );
+        assert!(matches!(
+            copy(&l, &["nomatch*"], "/d/", &v).unwrap_err(),
+            CopyError::NothingMatched(_)
+        ));
+    }
+
+    #[test]
+    fn symlinked_sources_are_dereferenced_at_the_top_only() {
+        let (d, _) = ctx(&[("bar", "content"), ("sub/x", "x")]);
+        std::os::unix::fs::symlink("bar", d.path().join("foo")).unwrap();
+        std::os::unix::fs::symlink("../bar", d.path().join("sub/link")).unwrap();
+        let l = Listing::scan(d.path(), &PatternMatcher::new(&[] as &[&str]).unwrap()).unwrap();
+        let (_v, v) = view(&[], &[]);
+        let items = copy(&l, &["foo"], "/", &v).unwrap();
+        assert_eq!(paths(&items), vec!["foo"]);
+        assert!(matches!(items[0].kind, SrcKind::File(_)));
+        let items = copy(&l, &["sub"], "/s", &v).unwrap();
+        let link = items.iter().find(|i| i.path == "s/link").unwrap();
+        assert_eq!(link.kind, SrcKind::Symlink("../bar".into()));
+    }
+
+    #[test]
+    fn destinations_follow_symlinks_inside_the_root_and_keep_existing_dirs() {
+        let (_d, l) = ctx(&[("foo", "x")]);
+        let (_v, v) = view(
+            &["tmp", "tmp/symlink-target", "existing"],
+            &[("symlink", "../tmp/symlink-target")],
+        );
+        let items = copy(&l, &["foo"], "/symlink/", &v).unwrap();
+        assert_eq!(paths(&items), vec!["tmp/symlink-target/foo"]);
+        // An existing directory is not re-emitted (its owner stays 500:600).
+        let items = copy(&l, &["foo"], "/existing/new/", &v).unwrap();
+        assert_eq!(paths(&items), vec!["existing/new", "existing/new/foo"]);
+        assert_eq!((items[0].uid, items[0].gid, items[0].mode), (0, 0, 0o755));
+    }
+
+    #[test]
+    fn chown_and_chmod_apply_to_entries_and_created_dirs() {
+        let (_d, l) = ctx(&[("foo", "x")]);
+        let (_v, v) = view(&[], &[]);
+        let fs = ContextFs { listing: &l };
+        let sel = select(&fs, &["foo".to_string()], false, None).unwrap();
+        let chmod = Chmod::parse("777").unwrap();
+        let items = place(
+            &sel,
+            &Placement {
+                dest: "/parent/foo",
+                workdir: "/",
+                chown: Some(Owner { uid: 300, gid: 400 }),
+                chmod: Some(&chmod),
+                created_mtime: 0,
+            },
+            &v,
+        )
+        .unwrap();
+        for i in &items {
+            assert_eq!((i.uid, i.gid, i.mode), (300, 400, 0o777), "{}", i.path);
+        }
+    }
+
+    #[test]
+    fn chmod_parses_octal_and_symbolic_modes() {
+        assert_eq!(Chmod::parse("0644").unwrap().apply(0o700, false), 0o644);
+        assert_eq!(Chmod::parse("0").unwrap().apply(0o700, false), 0);
+        assert_eq!(Chmod::parse("go-w").unwrap().apply(0o666, false), 0o644);
+        assert_eq!(
+            Chmod::parse("u=rw,g=r,o=r").unwrap().apply(0o777, false),
+            0o644
+        );
+        assert_eq!(Chmod::parse("a+X").unwrap().apply(0o644, true), 0o755);
+        assert_eq!(Chmod::parse("a+X").unwrap().apply(0o644, false), 0o644);
+        assert_eq!(Chmod::parse("a+X").unwrap().apply(0o744, false), 0o755);
+        assert_eq!(
+            Chmod::parse("u+rw,g+r,o-x,o+w")
+                .unwrap()
+                .apply(0o701, false),
+            0o742
+        );
+        for bad in ["64a", "10000", "", "u*x"] {
+            assert_eq!(
+                Chmod::parse(bad).unwrap_err(),
+                CopyError::BadChmod(bad.into())
+            );
+        }
+        assert_eq!(
+            CopyError::BadChmod("64a".into()).to_string(),
+            "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777"
+        );
+    }
+
+    #[test]
+    fn chown_resolves_names_from_passwd_and_group() {
+        let passwd =
+            b"root:x:0:0::/root:/bin/sh\ndaemon:x:1:1::/:/bin/false\napp:x:1000:1000::/:/bin/sh\n";
+        let group = b"root:x:0:\nnobody:x:65534:\nstaff:x:50:\n";
+        let r = |s| resolve_chown(s, Some(passwd), Some(group));
+        assert_eq!(r("daemon").unwrap(), Owner { uid: 1, gid: 1 });
+        assert_eq!(
+            r("1000:nobody").unwrap(),
+            Owner {
+                uid: 1000,
+                gid: 65534
+            }
+        );
+        assert_eq!(r("app:staff").unwrap(), Owner { uid: 1000, gid: 50 });
+        assert_eq!(r("42").unwrap(), Owner { uid: 42, gid: 42 });
+        assert_eq!(
+            r("ghost").unwrap_err(),
+            CopyError::UnknownUser("ghost".into())
+        );
+        assert_eq!(
+            r("app:ghosts").unwrap_err(),
+            CopyError::UnknownGroup("ghosts".into())
+        );
+    }
+
+    #[test]
+    fn globs_match_like_go_filepath_match() {
+        let m = |p, n| glob_component(p, n).unwrap();
+        assert!(m("*.go", "a.go"));
+        assert!(!m("*.go", "a.goo"));
+        assert!(m("f?o", "foo"));
+        assert!(m("[a-c]x", "bx"));
+        assert!(!m("[^a-c]x", "bx"));
+        assert!(m("a\\*b", "a*b"));
+        assert!(!m("a\\*b", "axb"));
+        assert!(glob_component("[", "a").is_err());
+    }
+
+    #[test]
+    fn parents_keep_the_source_path() {
+        let (_d, l) = ctx(&[("foo1/foo2/bar", "x"), ("test/a/b/c/d", "y")]);
+        let (_v, v) = view(&[], &[]);
+        let fs = ContextFs { listing: &l };
+        let sel = select(&fs, &["foo1/foo2/bar".to_string()], true, None).unwrap();
+        let items = place(
+            &sel,
+            &Placement {
+                dest: "/",
+                workdir: "/",
+                ..Default::default()
+            },
+            &v,
+        )
+        .unwrap();
+        assert_eq!(paths(&items), vec!["foo1", "foo1/foo2", "foo1/foo2/bar"]);
+        let sel = select(&fs, &["test/a/b/./c/d".to_string()], true, None).unwrap();
+        let items = place(
+            &sel,
+            &Placement {
+                dest: "/out/",
+                workdir: "/",
+                ..Default::default()
+            },
+            &v,
+        )
+        .unwrap();
+        assert_eq!(paths(&items), vec!["out", "out/c", "out/c/d"]);
+    }
+
+    #[test]
+    fn excludes_drop_matching_paths() {
+        let (_d, l) = ctx(&[("a/x.png", "1"), ("a/y.txt", "2"), ("b.png", "3")]);
+        let (_v, v) = view(&[], &[]);
+        let fs = ContextFs { listing: &l };
+        let ex = PatternMatcher::new(&["*/*.png", "*.png"]).unwrap();
+        let sel = select(&fs, &[".".to_string()], false, Some(&ex)).unwrap();
+        let items = place(
+            &sel,
+            &Placement {
+                dest: "/d/",
+                workdir: "/",
+                ..Default::default()
+            },
+            &v,
+        )
+        .unwrap();
+        assert_eq!(paths(&items), vec!["d", "d/a", "d/a/y.txt"]);
     }
 }

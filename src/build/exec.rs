@@ -2,7 +2,9 @@
 //! steps in order within a stage, every step keyed and looked up in the cache, layers
 //! written straight into the store.
 
-use super::copy::{self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs};
+use super::copy::{
+    self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs,
+};
 use super::key::{self, hex, Input, Key, KeyBuilder};
 use crate::context::hash::{hash_files, StatCache};
 use crate::context::ignore::PatternMatcher;
@@ -212,7 +214,11 @@ fn now_rfc3339(sde: Option<i64>) -> String {
 }
 
 /// Build the image `opts` describes.
-pub fn build(store: &Store, opts: &BuildOptions, reporter: &dyn Reporter) -> Result<Built, BuildError> {
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<Built, BuildError> {
     let file = opts.dockerfile_name.clone();
     let named = |e: crate::dockerfile::Error| BuildError::Dockerfile(e.in_file(file.clone()));
     let ast = crate::dockerfile::parse(&opts.dockerfile).map_err(named)?;
@@ -294,10 +300,7 @@ impl Build<'_> {
             match &results[i] {
                 Some(Ok(s)) => return Ok(s.clone()),
                 Some(Err(_)) => {
-                    return Err(format!(
-                        "stage {} failed",
-                        self.plan.stages[i].display()
-                    ))
+                    return Err(format!("stage {} failed", self.plan.stages[i].display()))
                 }
                 None => {
                     results = match self.done.wait(results) {
@@ -314,10 +317,14 @@ impl Build<'_> {
             .get_or_init(|| {
                 let patterns = crate::context::ignore::load_for_build(
                     &self.opts.context,
-                    self.opts.dockerfile_path.as_deref().unwrap_or(std::path::Path::new("Dockerfile")),
+                    self.opts
+                        .dockerfile_path
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("Dockerfile")),
                 )
                 .map_err(|e| e.to_string())?;
-                let m = PatternMatcher::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
+                let m =
+                    PatternMatcher::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
                 Listing::scan(&self.opts.context, &m)
                     .map(Arc::new)
                     .map_err(|e| e.to_string())
@@ -327,12 +334,14 @@ impl Build<'_> {
 
     /// An image from the store, as a stage state.
     fn image_state(&self, reference: &str, line: usize) -> Result<(State, Digest), BuildError> {
-        let not_found = || BuildError::At {
+        let not_found = || {
+            BuildError::At {
             file: self.file(),
             line,
             message: format!(
                 "{reference}: not in the local store (kiln pull arrives with registry support; use kiln import or kiln load)"
             ),
+        }
         };
         let record = match self.store.resolve(reference) {
             Ok(r) => r,
@@ -427,8 +436,11 @@ impl Build<'_> {
         if !st.config.config.on_build.is_empty() {
             let triggers = std::mem::take(&mut st.config.config.on_build);
             let text = triggers.join("\n") + "\n";
-            let ast = crate::dockerfile::parse(&text).map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))?;
-            for mut l in ins::lower(&ast).map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))? {
+            let ast = crate::dockerfile::parse(&text)
+                .map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))?;
+            for mut l in ins::lower(&ast)
+                .map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))?
+            {
                 l.start_line = stage.from.start_line;
                 l.end_line = stage.from.end_line;
                 steps.push((l, None));
@@ -459,7 +471,15 @@ impl Build<'_> {
                 .as_bytes(),
             );
             let start = Instant::now();
-            st = self.step(st, l, from.as_ref(), &lab, identity.as_bytes(), &mut reported_miss, start)?;
+            st = self.step(
+                st,
+                l,
+                from.as_ref(),
+                &lab,
+                identity.as_bytes(),
+                &mut reported_miss,
+                start,
+            )?;
         }
         Ok(st)
     }
@@ -503,7 +523,10 @@ impl Build<'_> {
         // ARG values in use count, named so a miss can say which one changed.
         for (k, v) in &st.args {
             if l.original.contains(k.as_str()) {
-                kb.input(format!("build-arg {k}"), v.as_deref().unwrap_or("\0unset").as_bytes());
+                kb.input(
+                    format!("build-arg {k}"),
+                    v.as_deref().unwrap_or("\0unset").as_bytes(),
+                );
             }
         }
         let mut layer_work: Option<LayerWork> = None;
@@ -622,7 +645,12 @@ impl Build<'_> {
         }
     }
 
-    fn apply_metadata(&self, st: &mut State, l: &Located, instr: &Instruction) -> Result<(), String> {
+    fn apply_metadata(
+        &self,
+        st: &mut State,
+        l: &Located,
+        instr: &Instruction,
+    ) -> Result<(), String> {
         let c = &mut st.config.config;
         match instr {
             Instruction::Env(e) => {
@@ -662,7 +690,8 @@ impl Build<'_> {
             }
             Instruction::Healthcheck(h) => {
                 let ns = |d: Option<std::time::Duration>| {
-                    d.map(|d| d.as_nanos().min(i64::MAX as u128) as i64).unwrap_or(0)
+                    d.map(|d| d.as_nanos().min(i64::MAX as u128) as i64)
+                        .unwrap_or(0)
                 };
                 let mut hc = crate::image::Healthcheck {
                     test: h.test(),
@@ -817,7 +846,11 @@ impl Build<'_> {
         kb: &mut KeyBuilder,
     ) -> Result<LayerWork, String> {
         let c = CopySpec::of(instr).ok_or("not a COPY or ADD")?;
-        let chmod = c.chmod.map(Chmod::parse).transpose().map_err(|e| e.to_string())?;
+        let chmod = c
+            .chmod
+            .map(Chmod::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         let exclude = if c.excludes.is_empty() {
             None
         } else {
@@ -848,7 +881,10 @@ impl Build<'_> {
                     set.update(&s.entry.mode.to_le_bytes());
                     match &s.entry.kind {
                         SrcKind::File(_) => {
-                            let h = hashes.get(&s.entry.path).map(|h| *h.as_bytes()).unwrap_or([0; 32]);
+                            let h = hashes
+                                .get(&s.entry.path)
+                                .map(|h| *h.as_bytes())
+                                .unwrap_or([0; 32]);
                             set.update(&h);
                             kb.detail(format!("file {}", s.entry.path), &h);
                         }
@@ -868,7 +904,9 @@ impl Build<'_> {
                 let (state, name) = match f {
                     plan::From::Stage(i) => (self.wait_stage(*i)?, self.plan.stages[*i].display()),
                     plan::From::Image(r) => {
-                        let (s, d) = self.image_state(r, l.start_line).map_err(|e| e.to_string())?;
+                        let (s, d) = self
+                            .image_state(r, l.start_line)
+                            .map_err(|e| e.to_string())?;
                         let mut s = s;
                         s.key = *blake3::hash(d.as_str().as_bytes()).as_bytes();
                         (s, r.clone())
@@ -876,10 +914,15 @@ impl Build<'_> {
                 };
                 kb.input(format!("stage {name}"), &state.key);
                 let view = state.view()?;
-                let fs = ViewFs { view: &view, name: name.clone() };
+                let fs = ViewFs {
+                    view: &view,
+                    name: name.clone(),
+                };
                 let sel = copy::select(&fs, &c.sources.paths, c.parents, exclude.as_ref())
                     .map_err(|e| match e {
-                        copy::CopyError::NotFoundInStage(p, _) => format!("\"{p}\" not found in {name}"),
+                        copy::CopyError::NotFoundInStage(p, _) => {
+                            format!("\"{p}\" not found in {name}")
+                        }
                         e => e.to_string(),
                     })?;
                 sel
@@ -904,9 +947,7 @@ impl Build<'_> {
                 name: h.path.clone(),
             });
         }
-        if c.sources.paths.len() + c.sources.contents.len() > 1 {
-            selection.dest_is_dir = true;
-        }
+        selection.sources += c.sources.contents.len();
         kb.input("destination", c.sources.dest.as_bytes());
         kb.input("workdir", st.config.config.working_dir.as_bytes());
         kb.input(
@@ -959,7 +1000,12 @@ impl Build<'_> {
             }
             LayerWork::Workdir(dir) => {
                 let path = crate::layer::index::clean(&dir);
-                if path.is_empty() || view.resolve(&path, true).map_err(|e| e.to_string())?.is_some() {
+                if path.is_empty()
+                    || view
+                        .resolve(&path, true)
+                        .map_err(|e| e.to_string())?
+                        .is_some()
+                {
                     return Ok(None);
                 }
                 // Created owned by the current USER, as BuildKit does.
@@ -973,6 +1019,7 @@ impl Build<'_> {
                 let sel = Selection {
                     items: Vec::new(),
                     dest_is_dir: true,
+                    sources: 0,
                 };
                 let how = Placement {
                     dest: &format!("/{path}/"),
@@ -1014,8 +1061,10 @@ impl Build<'_> {
                 }
                 SrcKind::File(Data::Tar { tar, offset, size }) => {
                     use std::io::{Read, Seek, SeekFrom};
-                    let mut f = std::fs::File::open(tar).map_err(|e| format!("{}: {e}", tar.display()))?;
-                    f.seek(SeekFrom::Start(*offset)).map_err(|e| format!("{}: {e}", tar.display()))?;
+                    let mut f =
+                        std::fs::File::open(tar).map_err(|e| format!("{}: {e}", tar.display()))?;
+                    f.seek(SeekFrom::Start(*offset))
+                        .map_err(|e| format!("{}: {e}", tar.display()))?;
                     b.append_file(p, &meta, *size, f.take(*size))
                 }
             };

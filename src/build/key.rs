@@ -145,13 +145,24 @@ mod tests {
             label: l.into(),
             digest: d.into(),
         };
-        let before = vec![i("instruction", "1"), i("file src/a.py", "2"), i("file src/late.py", "3")];
-        let now = vec![i("instruction", "1"), i("file src/a.py", "2"), i("file src/late.py", "4")];
+        let before = vec![
+            i("instruction", "1"),
+            i("file src/a.py", "2"),
+            i("file src/late.py", "3"),
+        ];
+        let now = vec![
+            i("instruction", "1"),
+            i("file src/a.py", "2"),
+            i("file src/late.py", "4"),
+        ];
         assert_eq!(miss_reason(&now, &before).unwrap(), "src/late.py changed");
         let now = vec![i("instruction", "1"), i("file src/a.py", "2")];
         assert_eq!(miss_reason(&now, &before).unwrap(), "src/late.py removed");
         let now = vec![i("build-arg V", "9")];
-        assert_eq!(miss_reason(&now, &[i("build-arg V", "8")]).unwrap(), "build-arg V changed");
+        assert_eq!(
+            miss_reason(&now, &[i("build-arg V", "8")]).unwrap(),
+            "build-arg V changed"
+        );
         assert_eq!(miss_reason(&before, &before), None);
     }
 }

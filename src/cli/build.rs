@@ -41,7 +41,8 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
     let platform = match &args.platform {
         None => host.clone(),
         Some(p) => {
-            let p = Platform::parse(p).with_context(|| format!("invalid --platform {p:?}: expected os/arch[/variant]"))?;
+            let p = Platform::parse(p)
+                .with_context(|| format!("invalid --platform {p:?}: expected os/arch[/variant]"))?;
             if p.os != host.os || p.architecture != host.architecture {
                 bail!("--platform {p}: kiln builds only for the host platform ({host}); cross-building needs emulation, which kiln does not do");
             }
@@ -60,9 +61,11 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -99,17 +102,15 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
     for t in &tags {
         eprintln!("Tagged {}", t.familiar());
     }
-    eprintln!(
-        "Built {} in {:.2}s",
-        id,
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("Built {} in {:.2}s", id, started.elapsed().as_secs_f64());
     println!("{id}");
     Ok(())
 }
 
 /// The Dockerfile's text, its name for errors, and its path (for `<name>.dockerignore`).
-fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, Option<std::path::PathBuf>)> {
+fn read_dockerfile(
+    args: &BuildArgs,
+) -> anyhow::Result<(String, String, Option<std::path::PathBuf>)> {
     let path = match &args.file {
         Some(p) if p.as_os_str() == "-" => {
             let mut s = String::new();
@@ -128,9 +129,15 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, Option<s
             }
         }
     };
-    let bytes = std::fs::read(&path).with_context(|| format!("reading Dockerfile {}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (at byte {})", path.display(), e.utf8_error().valid_up_to()))?;
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("reading Dockerfile {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not valid UTF-8 (at byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     let name = match &args.file {
         Some(p) => p.display().to_string(),
         None => "Dockerfile".into(),

@@ -32,10 +32,14 @@ fn parse(file: &PathBuf, typed: bool) -> anyhow::Result<ExitCode> {
             .context("reading the Dockerfile from standard input")?;
         ("-".to_string(), text)
     } else {
-        let bytes =
-            std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (byte {})", file.display(), e.utf8_error().valid_up_to()))?;
+        let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not valid UTF-8 (byte {})",
+                file.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
         (file.display().to_string(), text)
     };
     let ast = match dockerfile::parse(&text) {

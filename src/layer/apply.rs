@@ -6,10 +6,10 @@ use super::error::{LayerError, Result};
 use super::resolve::{PathResolution, Root};
 use super::writer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmodat, fstatat, mkdirat, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use nix::fcntl::AtFlags;
 use nix::unistd::{Gid, Uid};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -288,9 +288,7 @@ impl Applier {
                 ) {
                     Ok(()) => {}
                     Err(e)
-                        if is_device
-                            && self.opts.devices == Policy::BestEffort
-                            && refused(e) =>
+                        if is_device && self.opts.devices == Policy::BestEffort && refused(e) =>
                     {
                         self.stats.ignored += 1;
                         return Ok(());
@@ -429,7 +427,13 @@ impl Applier {
 
     /// Sets xattrs on `base` in `pfd` without following it. Linux has no fd-relative
     /// lsetxattr before 6.13, so the parent is named through /proc/self/fd.
-    fn set_xattrs_at(&mut self, pfd: &OwnedFd, base: &OsStr, meta: &Meta, shown: &Path) -> Result<()> {
+    fn set_xattrs_at(
+        &mut self,
+        pfd: &OwnedFd,
+        base: &OsStr,
+        meta: &Meta,
+        shown: &Path,
+    ) -> Result<()> {
         if meta.xattrs.is_empty() {
             return Ok(());
         }
@@ -619,7 +623,10 @@ fn file_kind(st_mode: libc::mode_t) -> SFlag {
 /// Refusals that [`Policy::BestEffort`] forgives: no privilege, an id this namespace cannot
 /// map, or a filesystem without the feature.
 fn refused(e: Errno) -> bool {
-    matches!(e, Errno::EPERM | Errno::EINVAL | Errno::ENOTSUP | Errno::EACCES)
+    matches!(
+        e,
+        Errno::EPERM | Errno::EINVAL | Errno::ENOTSUP | Errno::EACCES
+    )
 }
 
 /// Names in the directory `dir` (an `O_PATH` fd), without `.` and `..`.
@@ -671,9 +678,7 @@ mod tests {
 
     #[test]
     fn names_are_cleaned_like_docker() {
-        let s = |v: &str| {
-            clean_path(v.as_bytes()).map(|c| String::from_utf8(join(&c)).unwrap())
-        };
+        let s = |v: &str| clean_path(v.as_bytes()).map(|c| String::from_utf8(join(&c)).unwrap());
         assert_eq!(s("./a/b/").as_deref(), Some("a/b"));
         assert_eq!(s("/etc/passwd").as_deref(), Some("etc/passwd"));
         assert_eq!(s("a/../b").as_deref(), Some("b"));

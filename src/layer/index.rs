@@ -406,7 +406,11 @@ pub fn resolve_in_root(
                 if target.starts_with('/') {
                     cur = String::new();
                 }
-                for t in target.split('/').filter(|c| !c.is_empty() && *c != ".").rev() {
+                for t in target
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .rev()
+                {
                     todo.push(t.to_string());
                 }
                 continue;
@@ -440,7 +444,11 @@ mod tests {
         for (path, kind, data) in entries {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(*kind);
-            h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
+            h.set_mode(if *kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
             match kind {
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     h.set_size(0);
@@ -520,10 +528,7 @@ mod tests {
 
     #[test]
     fn hardlinks_read_their_target() {
-        let (_d, v) = view(&[tar_of(&[
-            ("a", T::Regular, "data"),
-            ("b", T::Link, "a"),
-        ])]);
+        let (_d, v) = view(&[tar_of(&[("a", T::Regular, "data"), ("b", T::Link, "a")])]);
         assert_eq!(v.read_file("b").unwrap().unwrap(), b"data");
     }
 

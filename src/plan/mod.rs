@@ -206,10 +206,13 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
                         None => match &decl.default {
                             Some(d) => Some(
                                 lexer
-                                    .process_word(d, &ArgEnv {
-                                        scoped: &global_args,
-                                        builtin: &builtin,
-                                    })
+                                    .process_word(
+                                        d,
+                                        &ArgEnv {
+                                            scoped: &global_args,
+                                            builtin: &builtin,
+                                        },
+                                    )
                                     .map_err(|e| at(l.start_line, e.to_string()))?,
                             ),
                             None => None,
@@ -348,7 +351,10 @@ pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error>
         None => count - 1,
         Some(t) => {
             let lower = t.to_ascii_lowercase();
-            match names.iter().position(|n| n.as_deref() == Some(lower.as_str())) {
+            match names
+                .iter()
+                .position(|n| n.as_deref() == Some(lower.as_str()))
+            {
                 Some(i) => i,
                 None => {
                     let known: Vec<&str> = names.iter().flatten().map(String::as_str).collect();

@@ -44,7 +44,10 @@ pub enum Event<'a> {
         total: Option<u64>,
     },
     /// A line of output from a running step.
-    StepOutput { step: &'a StepLabel, line: &'a str },
+    StepOutput {
+        step: &'a StepLabel,
+        line: &'a str,
+    },
     StepDone {
         step: &'a StepLabel,
         elapsed: Duration,
@@ -140,7 +143,10 @@ impl TtyReporter {
         }
     }
 
-    fn bars(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<StepLabel, indicatif::ProgressBar>> {
+    fn bars(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<StepLabel, indicatif::ProgressBar>>
+    {
         match self.bars.lock() {
             Ok(b) => b,
             Err(p) => p.into_inner(),

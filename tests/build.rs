@@ -29,6 +29,7 @@ fn skopeo_config(k: &Kiln, reference: &str) -> serde_json::Value {
     let out = run(Command::new("skopeo")
         .arg("inspect")
         .arg("--config")
+        .arg("--raw")
         .arg(format!("oci:{}:{}", k.root().display(), reference)));
     serde_json::from_str(&out).unwrap()
 }

@@ -28,8 +28,6 @@ pub enum CopyError {
     NotFoundInStage(String, String),
     #[error("\"{0}\" is outside the build context")]
     OutsideContext(String),
-    #[error("no source files were specified")]
-    NoSources,
     #[error("no files matched {0}")]
     NothingMatched(String),
     #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
@@ -486,9 +484,7 @@ pub fn select(
     parents: bool,
     exclude: Option<&PatternMatcher>,
 ) -> Result<Selection, CopyError> {
-    if sources.is_empty() {
-        return Err(CopyError::NoSources);
-    }
+    // No path sources is fine: a COPY of heredocs only selects nothing here.
     let mut sel = Selection::default();
     let mut any_glob_matched = false;
     let mut had_glob = false;

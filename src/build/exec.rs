@@ -352,12 +352,11 @@ impl Build<'_> {
         let config = self.store.read_config(&manifest.config.digest)?;
         let mut layers = Vec::new();
         for (desc, diff_id) in manifest.layers.iter().zip(config.rootfs.diff_ids.iter()) {
-            // The store keeps layers uncompressed under their diffID.
-            let d = Descriptor::new(
-                crate::image::media::OCI_LAYER_TAR,
-                diff_id.clone(),
-                desc.size,
-            );
+            // Builds read layers uncompressed, under their diffID.
+            let size = self
+                .ensure_uncompressed(desc, diff_id)
+                .map_err(|e| BuildError::Other(format!("{reference}: {e}")))?;
+            let d = Descriptor::new(crate::image::media::OCI_LAYER_TAR, diff_id.clone(), size);
             layers.push(Arc::new(LayerRef {
                 path: self.store.blob_path(diff_id),
                 desc: d,
@@ -376,6 +375,25 @@ impl Build<'_> {
             },
             manifest.config.digest.clone(),
         ))
+    }
+
+    /// Make sure the uncompressed form of a layer is in the store (images made by other
+    /// tools, or loaded, may hold only a compressed blob); returns its size.
+    fn ensure_uncompressed(&self, desc: &Descriptor, diff_id: &Digest) -> Result<u64, String> {
+        if let Ok(size) = self.store.blob_size(diff_id) {
+            return Ok(size);
+        }
+        let blob = self
+            .store
+            .open_blob(&desc.digest)
+            .map_err(|e| e.to_string())?;
+        let (_, mut reader) = crate::layer::decompressing_reader(std::io::BufReader::new(blob))
+            .map_err(|e| format!("layer {}: {e}", desc.digest))?;
+        let mut w = self.store.blob_writer().map_err(|e| e.to_string())?;
+        std::io::copy(&mut reader, &mut w).map_err(|e| format!("layer {}: {e}", desc.digest))?;
+        // The commit checks the bytes against the diffID the config promises.
+        let info = w.commit(Some(diff_id)).map_err(|e| e.to_string())?;
+        Ok(info.size)
     }
 
     fn run_stage(&self, idx: usize) -> Result<State, BuildError> {

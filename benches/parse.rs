@@ -1,4 +1,5 @@
 //! Parse and lower a generated 10,000-line Dockerfile (issue target: under 20 ms).
+#![allow(clippy::expect_used)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use kiln::dockerfile::{self, instruction};

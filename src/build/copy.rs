@@ -377,13 +377,12 @@ pub fn glob_component(pattern: &str, name: &str) -> Result<bool, CopyError> {
                             continue;
                         }
                     }
-                    '\\' if pi + 1 < p.len() => {
-                        if p[pi + 1] == n[ni] {
-                            pi += 2;
-                            ni += 1;
-                            continue;
-                        }
+                    '\\' if pi + 1 < p.len() && p[pi + 1] == n[ni] => {
+                        pi += 2;
+                        ni += 1;
+                        continue;
                     }
+                    '\\' if pi + 1 < p.len() => {}
                     c if c == n[ni] => {
                         pi += 1;
                         ni += 1;

@@ -89,18 +89,21 @@ impl Listing {
             .map(|i| &self.entries[i])
     }
 
-    /// Every entry at or below `dir` ("" for the whole context), in order.
-    pub fn subtree<'a>(&'a self, dir: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
-        let start = if dir.is_empty() {
-            0
-        } else {
-            self.entries.partition_point(|e| e.path.as_str() < dir)
-        };
-        self.entries[start..].iter().take_while(move |e| {
-            dir.is_empty()
-                || e.path == dir
-                || (e.path.starts_with(dir) && e.path.as_bytes().get(dir.len()) == Some(&b'/'))
-        })
+    /// Every entry at or below `dir` ("" for the whole context), in order: `dir` itself,
+    /// then the entries under `dir/`, which are contiguous in byte order (though not
+    /// next to `dir`: `a.b` sorts between `a` and `a/x`).
+    pub fn subtree<'a>(&'a self, dir: &'a str) -> Box<dyn Iterator<Item = &'a Entry> + 'a> {
+        if dir.is_empty() {
+            return Box::new(self.entries.iter());
+        }
+        let prefix = format!("{dir}/");
+        let start = self
+            .entries
+            .partition_point(|e| e.path.as_str() < prefix.as_str());
+        let below = self.entries[start..]
+            .iter()
+            .take_while(move |e| e.path.starts_with(&prefix));
+        Box::new(self.get(dir).into_iter().chain(below))
     }
 
     /// The absolute path of an entry on disk.

@@ -2,6 +2,7 @@
 //! steps in order within a stage, every step keyed and looked up in the cache, layers
 //! written straight into the store.
 
+use super::add;
 use super::copy::{
     self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs,
 };
@@ -797,6 +798,24 @@ impl Build<'_> {
     }
 }
 
+/// A downloaded file as a top-level source (mode 0600, as docker gives remote files).
+fn download_item(dl: &add::Downloaded, url: &str) -> copy::Selected {
+    copy::Selected {
+        entry: SrcEntry {
+            path: dl.name.clone(),
+            kind: SrcKind::File(Data::Disk(dl.path.to_path_buf())),
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size: dl.size,
+            mtime: 0,
+        },
+        rel: String::new(),
+        source: url.to_string(),
+        name: dl.name.clone(),
+    }
+}
+
 /// What COPY and ADD have in common.
 struct CopySpec<'a> {
     sources: &'a ins::Sources,
@@ -805,6 +824,7 @@ struct CopySpec<'a> {
     link: bool,
     parents: bool,
     excludes: &'a [String],
+    add: Option<&'a ins::AddCommand>,
 }
 
 impl<'a> CopySpec<'a> {
@@ -817,6 +837,7 @@ impl<'a> CopySpec<'a> {
                 link: c.link,
                 parents: c.parents,
                 excludes: &c.excludes,
+                add: None,
             },
             Instruction::Add(c) => CopySpec {
                 sources: &c.sources,
@@ -825,6 +846,7 @@ impl<'a> CopySpec<'a> {
                 link: c.link,
                 parents: false,
                 excludes: &c.excludes,
+                add: Some(c),
             },
             _ => return None,
         })
@@ -838,6 +860,12 @@ enum LayerWork {
         dest: String,
         chown: Option<String>,
         chmod: Option<Chmod>,
+        /// ADD: indexes of selected top-level files that are archives to unpack.
+        archives: Vec<usize>,
+        /// ADD: URLs with a --checksum, fetched only when the step runs.
+        fetch: Vec<(String, Digest)>,
+        /// Downloads made while keying the step; removed when the work is dropped.
+        temps: Vec<tempfile::TempPath>,
     },
     Workdir(String),
 }
@@ -874,11 +902,29 @@ impl Build<'_> {
         } else {
             Some(PatternMatcher::new(c.excludes).map_err(|e| e.to_string())?)
         };
+        let (urls, paths): (Vec<String>, Vec<String>) = c
+            .sources
+            .paths
+            .iter()
+            .cloned()
+            .partition(|p| add::is_url(p));
+        if c.add.is_none() && !urls.is_empty() {
+            return Err("source can't be a URL for COPY".into());
+        }
+        let checksum = match c.add.and_then(|a| a.checksum.as_deref()) {
+            Some(sum) => {
+                if !paths.is_empty() || urls.len() != 1 {
+                    return Err("checksum requires HTTP(S) or Git sources".into());
+                }
+                Some(add::parse_checksum(sum)?)
+            }
+            None => None,
+        };
         let mut selection = match from {
             None => {
                 let listing = self.listing()?;
                 let fs = ContextFs { listing: &listing };
-                let sel = copy::select(&fs, &c.sources.paths, c.parents, exclude.as_ref())
+                let sel = copy::select(&fs, &paths, c.parents, exclude.as_ref())
                     .map_err(|e| e.to_string())?;
                 // Hash exactly the context files this step reads.
                 let entries: Vec<&crate::context::walk::Entry> = sel
@@ -936,13 +982,15 @@ impl Build<'_> {
                     view: &view,
                     name: name.clone(),
                 };
-                let sel = copy::select(&fs, &c.sources.paths, c.parents, exclude.as_ref())
-                    .map_err(|e| match e {
-                        copy::CopyError::NotFoundInStage(p, _) => {
-                            format!("\"{p}\" not found in {name}")
-                        }
-                        e => e.to_string(),
-                    })?;
+                let sel =
+                    copy::select(&fs, &paths, c.parents, exclude.as_ref()).map_err(
+                        |e| match e {
+                            copy::CopyError::NotFoundInStage(p, _) => {
+                                format!("\"{p}\" not found in {name}")
+                            }
+                            e => e.to_string(),
+                        },
+                    )?;
                 sel
             }
         };
@@ -965,7 +1013,41 @@ impl Build<'_> {
                 name: h.path.clone(),
             });
         }
-        selection.sources += c.sources.contents.len();
+        selection.sources += c.sources.contents.len() + urls.len();
+        // ADD: URLs (fetched now, or when the step runs if a checksum names the content)
+        // and local archives (unpacked when the step runs).
+        let mut fetch = Vec::new();
+        let mut temps = Vec::new();
+        let mut archives = Vec::new();
+        if let Some(a) = c.add {
+            let tmp = self.store.root().join("tmp");
+            for u in &urls {
+                match &checksum {
+                    Some(d) => {
+                        kb.input(format!("url {u}"), d.as_str().as_bytes());
+                        fetch.push((u.clone(), d.clone()));
+                    }
+                    None => {
+                        let dl = add::download(u, None, &tmp)?;
+                        kb.input(format!("url {u}"), dl.sha256.as_str().as_bytes());
+                        selection.items.push(download_item(&dl, u));
+                        temps.push(dl.path);
+                    }
+                }
+            }
+            if a.unpack != Some(false) {
+                for (i, s) in selection.items.iter().enumerate() {
+                    if let (true, SrcKind::File(Data::Disk(p))) = (s.rel.is_empty(), &s.entry.kind)
+                    {
+                        if from.is_none() && !temps.iter().any(|t| **t == **p) && add::is_archive(p)
+                        {
+                            archives.push(i);
+                        }
+                    }
+                }
+                kb.input("unpack", format!("{archives:?}").as_bytes());
+            }
+        }
         kb.input("destination", c.sources.dest.as_bytes());
         kb.input("workdir", st.config.config.working_dir.as_bytes());
         kb.input(
@@ -981,6 +1063,9 @@ impl Build<'_> {
             dest: c.sources.dest.clone(),
             chown: c.chown.map(str::to_string),
             chmod,
+            archives,
+            fetch,
+            temps,
         })
     }
 
@@ -991,11 +1076,47 @@ impl Build<'_> {
         let group = || view.read_file("/etc/group").ok().flatten();
         let items: Vec<Item> = match work {
             LayerWork::Copy {
-                selection,
+                mut selection,
                 dest,
                 chown,
                 chmod,
+                archives,
+                fetch,
+                temps: _temps,
             } => {
+                let tmp = self.store.root().join("tmp");
+                let mut fetched = Vec::new();
+                for (url, digest) in &fetch {
+                    let dl = add::download(url, Some(digest), &tmp)?;
+                    selection.items.push(download_item(&dl, url));
+                    fetched.push(dl.path);
+                }
+                // Each archive is replaced by its entries, laid out under the destination.
+                let mut unpacked = Vec::new();
+                for &i in archives.iter().rev() {
+                    let SrcKind::File(Data::Disk(p)) = &selection.items[i].entry.kind else {
+                        continue;
+                    };
+                    let u = add::unpack(p, &tmp)?;
+                    let fs = ViewFs {
+                        view: &u.view,
+                        name: p.display().to_string(),
+                    };
+                    let entries = copy::SourceFs::walk(&fs, "").map_err(|e| e.to_string())?;
+                    let source = selection.items[i].source.clone();
+                    let items: Vec<copy::Selected> = entries
+                        .into_iter()
+                        .map(|e| copy::Selected {
+                            rel: e.path.clone(),
+                            name: crate::layer::index::name_of(&e.path).to_string(),
+                            entry: e,
+                            source: source.clone(),
+                        })
+                        .collect();
+                    selection.items.splice(i..=i, items);
+                    selection.dest_is_dir = true;
+                    unpacked.push(u);
+                }
                 let owner = match chown {
                     Some(spec) if !spec.is_empty() => Some(
                         copy::resolve_chown(&spec, passwd().as_deref(), group().as_deref())
@@ -1014,7 +1135,11 @@ impl Build<'_> {
                     chmod: chmod.as_ref(),
                     created_mtime: self.opts.source_date_epoch.unwrap_or(0).max(0) as u64,
                 };
-                copy::place(&selection, &how, &view).map_err(|e| e.to_string())?
+                let items = copy::place(&selection, &how, &view).map_err(|e| e.to_string())?;
+                // The unpacked archives and downloads are read while the layer is written.
+                let layer = self.write_layer(&items);
+                drop((unpacked, fetched));
+                return layer.map(Some);
             }
             LayerWork::Workdir(dir) => {
                 let path = crate::layer::index::clean(&dir);

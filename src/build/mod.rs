@@ -1,6 +1,7 @@
 //! Scheduling and executing the plan: a worker pool runs every step whose inputs are
 //! ready; executors for COPY/ADD ([`copy`]), RUN (with the runtime) and metadata.
 
+pub mod add;
 pub mod copy;
 pub mod exec;
 pub mod key;

@@ -23,8 +23,22 @@ fn random(len: usize, seed: u64) -> Vec<u8> {
 /// Deterministic text-like bytes: words from a small vocabulary, lines of varying length.
 fn text(len: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
-        "layer", "kiln", "the", "of", "image", "build", "RUN", "apt-get", "install", "-y",
-        "COPY", "/usr/local/bin", "=", "sha256", "config", "\n",
+        "layer",
+        "kiln",
+        "the",
+        "of",
+        "image",
+        "build",
+        "RUN",
+        "apt-get",
+        "install",
+        "-y",
+        "COPY",
+        "/usr/local/bin",
+        "=",
+        "sha256",
+        "config",
+        "\n",
     ];
     let r = random(len, 7);
     let mut out = Vec::with_capacity(len + 16);
@@ -120,7 +134,12 @@ fn gzip_is_valid_and_identical_for_every_thread_count() {
         }
     }
     eprintln!("{checked} gzip outputs checked, {tool_checked} also by gzip -t");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -177,8 +196,13 @@ fn zstd_is_valid_and_identical_for_every_thread_count() {
         for threads in [1, 2, 4, 8] {
             checked += 1;
             let label = format!("{name}, {threads} threads");
-            let (blob, d) =
-                compress(&input[..], Compression::Zstd { level: 3 }, threads, Vec::new()).unwrap();
+            let (blob, d) = compress(
+                &input[..],
+                Compression::Zstd { level: 3 },
+                threads,
+                Vec::new(),
+            )
+            .unwrap();
             if d.size != blob.len() as u64 || d.digest != Sha256Digest::of(&blob) {
                 failures.push(format!("{label}: digest/size do not match the output"));
             }
@@ -198,5 +222,10 @@ fn zstd_is_valid_and_identical_for_every_thread_count() {
         }
     }
     eprintln!("{checked} zstd outputs checked");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

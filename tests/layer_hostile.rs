@@ -129,7 +129,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "dotdot in PAX path",
-            tar: |_| RawTar::default().pax_path("../../escaped").file("harmless", "x").finish(),
+            tar: |_| {
+                RawTar::default()
+                    .pax_path("../../escaped")
+                    .file("harmless", "x")
+                    .finish()
+            },
             expect: Rejected("outside the destination"),
         },
         Case {
@@ -149,7 +154,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "write through absolute symlink",
-            tar: |out| RawTar::default().symlink("evil", out).file("evil/pwned", "x").finish(),
+            tar: |out| {
+                RawTar::default()
+                    .symlink("evil", out)
+                    .file("evil/pwned", "x")
+                    .finish()
+            },
             expect: Contained(&["{out}/pwned"]),
         },
         Case {
@@ -190,17 +200,30 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "hard link with dotdot",
-            tar: |_| RawTar::default().hardlink("hl", "../outside/secret").finish(),
+            tar: |_| {
+                RawTar::default()
+                    .hardlink("hl", "../outside/secret")
+                    .finish()
+            },
             expect: Rejected("hard link target ../outside/secret is outside the destination"),
         },
         Case {
             name: "hard link to an absolute outside path",
-            tar: |out| RawTar::default().hardlink("hl", &format!("{out}/secret")).finish(),
+            tar: |out| {
+                RawTar::default()
+                    .hardlink("hl", &format!("{out}/secret"))
+                    .finish()
+            },
             expect: Rejected("No such file"),
         },
         Case {
             name: "hard link through a symlink",
-            tar: |out| RawTar::default().symlink("s", out).hardlink("hl", "s/secret").finish(),
+            tar: |out| {
+                RawTar::default()
+                    .symlink("s", out)
+                    .hardlink("hl", "s/secret")
+                    .finish()
+            },
             expect: Rejected("No such file"),
         },
         Case {
@@ -225,7 +248,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "whiteout through a symlink",
-            tar: |out| RawTar::default().symlink("evil", out).file("evil/.wh.secret", "").finish(),
+            tar: |out| {
+                RawTar::default()
+                    .symlink("evil", out)
+                    .file("evil/.wh.secret", "")
+                    .finish()
+            },
             expect: Contained(&["evil"]),
         },
         Case {
@@ -309,14 +337,20 @@ fn hostile_layers_never_write_outside_dest() {
                 failures.push(format!("{label}: the outside directory changed"));
             }
             let mut after = fingerprint(t.path());
-            after.retain(|k, _| !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap());
+            after.retain(|k, _| {
+                !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap()
+            });
             let mut before_top = before.clone();
-            before_top.retain(|k, _| !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap());
+            before_top.retain(|k, _| {
+                !k.starts_with(dest.to_str().unwrap()) || k == dest.to_str().unwrap()
+            });
             // dest's own mtime may change; compare the set of paths and everything else.
             after.remove(dest.to_str().unwrap());
             before_top.remove(dest.to_str().unwrap());
             if after != before_top {
-                failures.push(format!("{label}: something appeared beside dest: {after:?}"));
+                failures.push(format!(
+                    "{label}: something appeared beside dest: {after:?}"
+                ));
             }
 
             let rel_out = out_str.trim_start_matches('/');
@@ -390,4 +424,40 @@ fn truncated_and_garbage_streams_are_read_errors() {
     let mut bad_sum = RawTar::default().file("g", "x").finish();
     bad_sum[148] = b'7';
     assert!(apply_layer(&bad_sum[..], t.path(), &ApplyOptions::default()).is_err());
+}
+
+#[test]
+fn overlay_xattrs_in_a_layer_are_not_applied() {
+    let t = tempfile::tempdir().unwrap();
+    let mut meta = kiln::layer::EntryMeta::with_mode(0o755);
+    meta.xattrs
+        .insert("user.overlay.opaque".into(), b"y".to_vec());
+    meta.xattrs
+        .insert("user.overlay.redirect".into(), b"/etc".to_vec());
+    meta.xattrs.insert("user.fine".into(), b"1".to_vec());
+    let mut b = kiln::layer::LayerBuilder::new(Vec::new(), kiln::layer::BuildOptions::default());
+    b.append_dir(Path::new("d"), &meta).unwrap();
+    let (tar, _) = b.finish().unwrap();
+    let opts = ApplyOptions {
+        xattrs: Policy::BestEffort,
+        ..ApplyOptions::default()
+    };
+    apply_layer(&tar[..], t.path(), &opts).unwrap();
+    let names: Vec<String> = xattr::list(t.path().join("d"))
+        .unwrap()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("overlay")), "{names:?}");
+}
+
+#[test]
+fn old_style_directory_entries_become_directories() {
+    let t = tempfile::tempdir().unwrap();
+    let tar = RawTar::default()
+        .file("olddir/", "")
+        .file("olddir/f", "x")
+        .finish();
+    apply_layer(&tar[..], t.path(), &ApplyOptions::default()).unwrap();
+    assert!(t.path().join("olddir").is_dir());
+    assert!(t.path().join("olddir/f").is_file());
 }

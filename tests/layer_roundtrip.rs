@@ -4,8 +4,8 @@
 //! OCI whiteouts; overlayfs upper directories.
 
 use kiln::layer::{
-    apply_layer, diff_overlay_upper, ApplyOptions, BuildOptions, Digested, EntryMeta,
-    LayerBuilder, Policy, TreeOptions,
+    apply_layer, diff_overlay_upper, ApplyOptions, BuildOptions, Digested, EntryMeta, LayerBuilder,
+    Policy, TreeOptions,
 };
 use std::collections::BTreeMap;
 use std::fs;
@@ -70,8 +70,11 @@ fn make_tree(root: &Path, mtime: i64) {
     symlink("b/c/file.txt", root.join("a/rel-link")).unwrap();
     symlink("/etc/passwd", root.join("abs-link")).unwrap();
     symlink("does/not/exist", root.join("dangling")).unwrap();
-    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &root.join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o644),
+    )
+    .unwrap();
     let long = root.join("l".repeat(60)).join("n".repeat(70));
     fs::create_dir_all(long.parent().unwrap()).unwrap();
     fs::write(&long, b"long name").unwrap();
@@ -117,7 +120,10 @@ fn set_all_mtimes(root: &Path, mtime: i64) {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     for p in names {
         out.push(p.clone());
@@ -151,7 +157,10 @@ fn snapshot(root: &Path, with_owner: bool) -> BTreeMap<String, Snap> {
         } else if ft.is_symlink() {
             (
                 "symlink",
-                fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes(),
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
             )
         } else if ft.is_file() {
             ("file", fs::read(&p).unwrap())
@@ -178,7 +187,11 @@ fn snapshot(root: &Path, with_owner: bool) -> BTreeMap<String, Snap> {
             rel,
             Snap {
                 kind,
-                mode: if ft.is_symlink() { 0 } else { md.mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    md.mode() & 0o7777
+                },
                 owner: with_owner.then(|| (md.uid(), md.gid())),
                 mtime: md.mtime(),
                 content,
@@ -247,7 +260,12 @@ fn roundtrip_preserves_everything() {
         got.remove("null");
     }
     let failures = compare(&want, &got);
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     let a = fs::metadata(dst.join("a/hl1")).unwrap();
     let b = fs::metadata(dst.join("a/b/hl2")).unwrap();
@@ -278,8 +296,16 @@ fn an_independent_tar_reads_the_layer() {
     let mut sorted = names.clone();
     sorted.sort_by(|a, b| {
         // Depth-first with sorted siblings equals sorting by path components.
-        let ka: Vec<&[u8]> = a.trim_end_matches('/').split('/').map(str::as_bytes).collect();
-        let kb: Vec<&[u8]> = b.trim_end_matches('/').split('/').map(str::as_bytes).collect();
+        let ka: Vec<&[u8]> = a
+            .trim_end_matches('/')
+            .split('/')
+            .map(str::as_bytes)
+            .collect();
+        let kb: Vec<&[u8]> = b
+            .trim_end_matches('/')
+            .split('/')
+            .map(str::as_bytes)
+            .collect();
         ka.cmp(&kb)
     });
     assert_eq!(names, sorted, "entries are not in walk order");
@@ -297,7 +323,10 @@ fn an_independent_tar_reads_the_layer() {
                 .collect();
             assert_eq!(listed, names);
         }
-        Ok(out) => panic!("tar -tf rejected the layer: {}", String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => panic!(
+            "tar -tf rejected the layer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(_) => eprintln!("no tar binary; skipped the GNU tar listing"),
     }
 }
@@ -399,9 +428,7 @@ fn whiteouts_and_opaque_dirs_hide_lower_layers_only() {
     assert_eq!(stats.opaques, 1);
     assert_eq!(
         listing(root),
-        [
-            "a", "a/y", "b", "b/-early", "b/new", "d", "d/same", "keep", "keep/k"
-        ]
+        ["a", "a/y", "b", "b/-early", "b/new", "d", "d/same", "keep", "keep/k"]
     );
 
     // Without whiteout handling (a tar given to ADD) the markers are plain files.
@@ -463,7 +490,11 @@ fn compressed_layers_are_detected_and_digests_see_every_byte() {
         let mut counting = CountingReader(&blob[..], 0);
         apply_layer(&mut counting, &dst, &apply_opts()).unwrap();
         if counting.1 != blob.len() {
-            failures.push(format!("{name}: read {} of {} bytes", counting.1, blob.len()));
+            failures.push(format!(
+                "{name}: read {} of {} bytes",
+                counting.1,
+                blob.len()
+            ));
         }
         let mut got = snapshot(&dst, false);
         got.remove("null");
@@ -495,8 +526,12 @@ fn replacing_entries_of_lower_layers() {
         dir(b, "was-dir");
         file(b, "was-dir/inner", "i");
         file(b, "was-file", "f");
-        b.append_symlink(Path::new("was-link"), &EntryMeta::default(), Path::new("was-dir"))
-            .unwrap();
+        b.append_symlink(
+            Path::new("was-link"),
+            &EntryMeta::default(),
+            Path::new("was-dir"),
+        )
+        .unwrap();
         dir(b, "stays");
         file(b, "stays/old", "o");
     });
@@ -511,8 +546,12 @@ fn replacing_entries_of_lower_layers() {
     apply_layer(&lower[..], root, &apply_opts()).unwrap();
     apply_layer(&upper[..], root, &apply_opts()).unwrap();
     assert_eq!(fs::read(root.join("was-dir")).unwrap(), b"now a file");
-    assert!(fs::symlink_metadata(root.join("was-file")).unwrap().is_dir());
-    assert!(fs::symlink_metadata(root.join("was-link")).unwrap().is_dir());
+    assert!(fs::symlink_metadata(root.join("was-file"))
+        .unwrap()
+        .is_dir());
+    assert!(fs::symlink_metadata(root.join("was-link"))
+        .unwrap()
+        .is_dir());
     // A directory entry over an existing directory updates it and keeps its contents.
     let md = fs::metadata(root.join("stays")).unwrap();
     assert_eq!(md.mode() & 0o7777, 0o700);
@@ -528,8 +567,12 @@ fn archive_through_absolute_symlink_lands_inside_root() {
     let root = t.path();
     let first = explicit_layer(|b| {
         dir(b, "var");
-        b.append_symlink(Path::new("var/run"), &EntryMeta::default(), Path::new("/run"))
-            .unwrap();
+        b.append_symlink(
+            Path::new("var/run"),
+            &EntryMeta::default(),
+            Path::new("/run"),
+        )
+        .unwrap();
     });
     let marker = format!("kiln-test-{}", std::process::id());
     let second = explicit_layer(|b| file(b, &format!("var/run/{marker}"), "x"));
@@ -591,7 +634,14 @@ fn overlay_upper_with_xattr_whiteouts() {
     let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["dir1/", "dir1/.wh..wh..opq", "dir1/new", "dir2/", "dir2/.wh.gone", "kept"]
+        [
+            "dir1/",
+            "dir1/.wh..wh..opq",
+            "dir1/new",
+            "dir2/",
+            "dir2/.wh.gone",
+            "kept"
+        ]
     );
     for (name, xattrs) in &got {
         assert!(
@@ -628,7 +678,10 @@ fn overlay_upper_with_device_whiteouts_root_only() {
         TreeOptions::default(),
     )
     .unwrap();
-    let names: Vec<String> = overlay_expectations(&layer).into_iter().map(|e| e.0).collect();
+    let names: Vec<String> = overlay_expectations(&layer)
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(names, [".wh.deleted", "opq/", "opq/.wh..wh..opq", "opq/f"]);
 }
 
@@ -693,7 +746,12 @@ fn real_overlayfs_diff_reproduces_the_merged_view_root_only() {
     apply_layer(&layer[..], &applied, &apply_opts()).unwrap();
     let got = snapshot(&applied, true);
     let failures = compare(&want, &got);
-    assert!(failures.is_empty(), "{} differences:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     let a = fs::metadata(applied.join("var/new")).unwrap();
     let b = fs::metadata(applied.join("var/new2")).unwrap();
     assert_eq!(a.ino(), b.ino());

@@ -4,12 +4,13 @@
 use super::decompress::decompressing_reader;
 use super::error::{LayerError, Result};
 use super::resolve::{PathResolution, Root};
+use super::walk::OVERLAY_XATTR_PREFIXES;
 use super::writer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fchmodat, fstatat, mkdirat, mknodat, FchmodatFlags, Mode, SFlag};
 use nix::sys::time::TimeSpec;
-use nix::fcntl::AtFlags;
 use nix::unistd::{Gid, Uid};
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
@@ -141,9 +142,15 @@ impl Applier {
             path: shown.clone(),
             reason: "the path climbs above the root with `..`",
         })?;
-        let kind = entry.header().entry_type();
+        let mut kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             return Ok(());
+        }
+        // Pre-POSIX tars mark directories only by a trailing slash on a regular entry.
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+            && raw.last() == Some(&b'/')
+        {
+            kind = tar::EntryType::Directory;
         }
         self.stats.entries += 1;
         let Some((base, parent)) = comps.split_last() else {
@@ -288,9 +295,7 @@ impl Applier {
                 ) {
                     Ok(()) => {}
                     Err(e)
-                        if is_device
-                            && self.opts.devices == Policy::BestEffort
-                            && refused(e) =>
+                        if is_device && self.opts.devices == Policy::BestEffort && refused(e) =>
                     {
                         self.stats.ignored += 1;
                         return Ok(());
@@ -429,7 +434,13 @@ impl Applier {
 
     /// Sets xattrs on `base` in `pfd` without following it. Linux has no fd-relative
     /// lsetxattr before 6.13, so the parent is named through /proc/self/fd.
-    fn set_xattrs_at(&mut self, pfd: &OwnedFd, base: &OsStr, meta: &Meta, shown: &Path) -> Result<()> {
+    fn set_xattrs_at(
+        &mut self,
+        pfd: &OwnedFd,
+        base: &OsStr,
+        meta: &Meta,
+        shown: &Path,
+    ) -> Result<()> {
         if meta.xattrs.is_empty() {
             return Ok(());
         }
@@ -561,8 +572,12 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &Path) -> Result<Met
                 "gid" => gid = parse_pax_int(value).ok_or_else(|| bad("bad PAX gid"))?,
                 "mtime" => mtime = parse_pax_time(value).ok_or_else(|| bad("bad PAX mtime"))?,
                 k => {
+                    // overlayfs' own attributes would let a layer steer the overlay mount that
+                    // uses the unpacked snapshot as a lower dir (redirects, opaque flags).
                     if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                        xattrs.push((OsString::from(name), value.to_vec()));
+                        if !OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                            xattrs.push((OsString::from(name), value.to_vec()));
+                        }
                     }
                 }
             }
@@ -619,7 +634,10 @@ fn file_kind(st_mode: libc::mode_t) -> SFlag {
 /// Refusals that [`Policy::BestEffort`] forgives: no privilege, an id this namespace cannot
 /// map, or a filesystem without the feature.
 fn refused(e: Errno) -> bool {
-    matches!(e, Errno::EPERM | Errno::EINVAL | Errno::ENOTSUP | Errno::EACCES)
+    matches!(
+        e,
+        Errno::EPERM | Errno::EINVAL | Errno::ENOTSUP | Errno::EACCES
+    )
 }
 
 /// Names in the directory `dir` (an `O_PATH` fd), without `.` and `..`.
@@ -671,9 +689,7 @@ mod tests {
 
     #[test]
     fn names_are_cleaned_like_docker() {
-        let s = |v: &str| {
-            clean_path(v.as_bytes()).map(|c| String::from_utf8(join(&c)).unwrap())
-        };
+        let s = |v: &str| clean_path(v.as_bytes()).map(|c| String::from_utf8(join(&c)).unwrap());
         assert_eq!(s("./a/b/").as_deref(), Some("a/b"));
         assert_eq!(s("/etc/passwd").as_deref(), Some("etc/passwd"));
         assert_eq!(s("a/../b").as_deref(), Some("b"));

@@ -52,7 +52,8 @@ pub fn compress<R: Read, W: Write>(
         Compression::Gzip { level } => gzip_parallel(input, level.min(9), threads, &mut out)?,
         Compression::Zstd { level } => zstd_stream(input, level, threads, &mut out)?,
     }
-    out.finish().map_err(|source| LayerError::Compress { source })
+    out.finish()
+        .map_err(|source| LayerError::Compress { source })
 }
 
 /// [`compress`] reading the file at `path`.
@@ -76,7 +77,11 @@ fn gzip_parallel<R: Read, W: Write>(
     // Fixed header: no name, no mtime, OS "unknown"; nothing of the host leaks in.
     out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])
         .map_err(cerr)?;
-    let pool = if threads > 1 { Some(pool(threads)?) } else { None };
+    let pool = if threads > 1 {
+        Some(pool(threads)?)
+    } else {
+        None
+    };
     let batch_len = threads * CHUNKS_PER_THREAD;
 
     let mut crc = crc32fast::Hasher::new();
@@ -135,7 +140,8 @@ fn gzip_parallel<R: Read, W: Write>(
 }
 
 fn tail(data: &[u8]) -> &[u8] {
-    data.get(data.len().saturating_sub(DICT)..).unwrap_or_default()
+    data.get(data.len().saturating_sub(DICT)..)
+        .unwrap_or_default()
 }
 
 /// Reads up to GZIP_CHUNK bytes, fewer only at end of input.
@@ -241,7 +247,12 @@ mod tests {
     #[test]
     fn chunk_boundaries_roundtrip() {
         let data: Vec<u8> = (0..(2 * GZIP_CHUNK + 7)).map(|i| (i % 251) as u8).collect();
-        for len in [GZIP_CHUNK - 1, GZIP_CHUNK, GZIP_CHUNK + 1, 2 * GZIP_CHUNK + 7] {
+        for len in [
+            GZIP_CHUNK - 1,
+            GZIP_CHUNK,
+            GZIP_CHUNK + 1,
+            2 * GZIP_CHUNK + 7,
+        ] {
             let input = &data[..len];
             let (one, _) = compress(input, Compression::Gzip { level: 1 }, 1, Vec::new()).unwrap();
             let (three, _) =

@@ -4,9 +4,9 @@
 //! `O_NOFOLLOW` does the same resolution in user space.
 
 use nix::errno::Errno;
+use nix::fcntl::AtFlags;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
-use nix::fcntl::AtFlags;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};

@@ -485,8 +485,7 @@ mod tests {
         let mut meta = EntryMeta::with_mode(0o4755);
         meta.uid = 3_000_000;
         meta.gid = 7;
-        meta.xattrs
-            .insert("user.k".into(), b"v\0with nul".to_vec());
+        meta.xattrs.insert("user.k".into(), b"v\0with nul".to_vec());
         b.append_file(Path::new(&long), &meta, 3, &b"abc"[..])
             .unwrap();
         b.append_symlink(

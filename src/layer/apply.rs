@@ -334,7 +334,9 @@ impl Applier {
                 })
             }
         }
-        self.created.insert(join(&comps));
+        if self.opts.whiteouts {
+            self.created.insert(join(&comps));
+        }
         Ok(())
     }
 

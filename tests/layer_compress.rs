@@ -229,3 +229,34 @@ fn zstd_is_valid_and_identical_for_every_thread_count() {
         failures.join("\n")
     );
 }
+
+/// Pinned outputs: a change here changes every blob digest kiln produces (and so every
+/// registry cache hit). If a dependency upgrade moves them, that must be a decision.
+#[test]
+fn golden_digests() {
+    let data = text(3 * GZIP_CHUNK + 5);
+    let gz = compress(
+        &data[..],
+        Compression::Gzip { level: 6 },
+        2,
+        std::io::sink(),
+    )
+    .unwrap()
+    .1;
+    let zst = compress(
+        &data[..],
+        Compression::Zstd { level: 3 },
+        2,
+        std::io::sink(),
+    )
+    .unwrap()
+    .1;
+    let got = [gz.digest.to_string(), zst.digest.to_string()];
+    assert_eq!(
+        got,
+        [
+            "sha256:e63335cbc737791e3abe6b5ecd357a7b3140bd36b27480998fe75b5c89f17fbf",
+            "sha256:f7c8eae0c828726fdee086aa8d2e38dd353717abc9bbd99425319a81acbea3cb"
+        ]
+    );
+}

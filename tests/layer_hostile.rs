@@ -88,6 +88,15 @@ impl RawTar {
     }
 }
 
+/// Ownership from the tar (uid 0) cannot be applied by a non-root test run; these tests are
+/// about paths, so refusals are ignored.
+fn best_effort() -> ApplyOptions {
+    ApplyOptions {
+        ownership: Policy::BestEffort,
+        ..ApplyOptions::default()
+    }
+}
+
 enum Expect {
     /// apply_layer fails, and its message contains this text.
     Rejected(&'static str),
@@ -402,7 +411,7 @@ fn file_over_symlink_replaces_the_link_not_its_target() {
         .symlink("lnk", &format!("{}/secret", outside.display()))
         .file("lnk", "overwritten")
         .finish();
-    apply_layer(&tar[..], &dest, &ApplyOptions::default()).unwrap();
+    apply_layer(&tar[..], &dest, &best_effort()).unwrap();
     assert_eq!(fs::read(dest.join("lnk")).unwrap(), b"overwritten");
     assert!(fs::symlink_metadata(dest.join("lnk")).unwrap().is_file());
     assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret");
@@ -414,7 +423,11 @@ fn truncated_and_garbage_streams_are_read_errors() {
     let full = RawTar::default().file("f", &"x".repeat(2000)).finish();
     let truncated = &full[..1024];
     let err = apply_layer(truncated, t.path(), &ApplyOptions::default()).unwrap_err();
-    assert!(matches!(err, LayerError::Read { .. }), "{err:?}");
+    // The content of `f` ends early: the error names the entry.
+    assert!(
+        matches!(&err, LayerError::SizeMismatch { path, expected: 2000, actual: 512 } if path == Path::new("f")),
+        "{err:?}"
+    );
 
     let mut bad_gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
     bad_gzip.extend_from_slice(b"not deflate at all");
@@ -424,4 +437,40 @@ fn truncated_and_garbage_streams_are_read_errors() {
     let mut bad_sum = RawTar::default().file("g", "x").finish();
     bad_sum[148] = b'7';
     assert!(apply_layer(&bad_sum[..], t.path(), &ApplyOptions::default()).is_err());
+}
+
+#[test]
+fn overlay_xattrs_in_a_layer_are_not_applied() {
+    let t = tempfile::tempdir().unwrap();
+    let mut meta = kiln::layer::EntryMeta::with_mode(0o755);
+    meta.xattrs
+        .insert("user.overlay.opaque".into(), b"y".to_vec());
+    meta.xattrs
+        .insert("user.overlay.redirect".into(), b"/etc".to_vec());
+    meta.xattrs.insert("user.fine".into(), b"1".to_vec());
+    let mut b = kiln::layer::LayerBuilder::new(Vec::new(), kiln::layer::BuildOptions::default());
+    b.append_dir(Path::new("d"), &meta).unwrap();
+    let (tar, _) = b.finish().unwrap();
+    let opts = ApplyOptions {
+        xattrs: Policy::BestEffort,
+        ..best_effort()
+    };
+    apply_layer(&tar[..], t.path(), &opts).unwrap();
+    let names: Vec<String> = xattr::list(t.path().join("d"))
+        .unwrap()
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains("overlay")), "{names:?}");
+}
+
+#[test]
+fn old_style_directory_entries_become_directories() {
+    let t = tempfile::tempdir().unwrap();
+    let tar = RawTar::default()
+        .file("olddir/", "")
+        .file("olddir/f", "x")
+        .finish();
+    apply_layer(&tar[..], t.path(), &best_effort()).unwrap();
+    assert!(t.path().join("olddir").is_dir());
+    assert!(t.path().join("olddir/f").is_file());
 }

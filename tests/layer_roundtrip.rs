@@ -756,3 +756,57 @@ fn real_overlayfs_diff_reproduces_the_merged_view_root_only() {
     let b = fs::metadata(applied.join("var/new2")).unwrap();
     assert_eq!(a.ino(), b.ino());
 }
+
+/// A pinned diffID for a layer written entry by entry (no filesystem involved): any change to
+/// the tar encoding changes every layer digest kiln makes, and must be deliberate.
+#[test]
+fn golden_diffid() {
+    let mut b = LayerBuilder::new(
+        Vec::new(),
+        BuildOptions {
+            source_date_epoch: Some(1_700_000_000),
+        },
+    );
+    let mut m = EntryMeta::with_mode(0o755);
+    m.mtime = 1_800_000_000;
+    b.append_dir(Path::new("etc"), &m).unwrap();
+    m.mode = 0o4755;
+    m.uid = 1000;
+    m.gid = 3_000_000;
+    m.xattrs
+        .insert("security.capability".into(), vec![1, 0, 0, 2]);
+    b.append_file(Path::new("etc/tool"), &m, 5, &b"hello"[..])
+        .unwrap();
+    b.append_symlink(
+        Path::new(&"x".repeat(120)),
+        &EntryMeta::default(),
+        Path::new("etc/tool"),
+    )
+    .unwrap();
+    b.append_hardlink(
+        Path::new("etc/tool2"),
+        &EntryMeta::default(),
+        Path::new("etc/tool"),
+    )
+    .unwrap();
+    b.append_device(
+        Path::new("null"),
+        &EntryMeta::with_mode(0o666),
+        kiln::layer::DeviceKind::Char,
+        1,
+        3,
+    )
+    .unwrap();
+    b.append_fifo(Path::new("fifo"), &EntryMeta::with_mode(0o600))
+        .unwrap();
+    b.append_whiteout(Path::new("etc/old")).unwrap();
+    b.append_opaque(Path::new("var")).unwrap();
+    let (tar, d) = b.finish().unwrap();
+    if let Ok(p) = std::env::var("KILN_DUMP_GOLDEN_TAR") {
+        fs::write(p, &tar).unwrap();
+    }
+    assert_eq!(
+        d.digest.to_string(),
+        "sha256:ddc793442b407197456851c04c6ead6ec576beb0e7faa19ebd9f26466c015463"
+    );
+}

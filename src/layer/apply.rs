@@ -4,6 +4,7 @@
 use super::decompress::decompressing_reader;
 use super::error::{LayerError, Result};
 use super::resolve::{PathResolution, Root};
+use super::walk::OVERLAY_XATTR_PREFIXES;
 use super::writer::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -32,17 +33,16 @@ pub enum Policy {
     Skip,
 }
 
-/// Kept as the name the rest of kiln uses for the ownership choice.
-pub type Ownership = Policy;
-
 /// How [`apply_layer`] treats what it unpacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ApplyOptions {
     /// Honour `.wh.` files and opaque markers (layers); off, they are ordinary files (a tar
     /// given to ADD).
     pub whiteouts: bool,
-    /// uid/gid from the tar.
-    pub ownership: Ownership,
+    /// uid/gid from the tar. Rootless builds outside a user namespace want
+    /// [`Policy::BestEffort`] (or [`Policy::Skip`]); inside one, ids the namespace does not map
+    /// fail with EINVAL and the caller decides.
+    pub ownership: Policy,
     /// Extended attributes from PAX records.
     pub xattrs: Policy,
     /// Character and block devices (creating them needs CAP_MKNOD in the initial namespace).
@@ -141,9 +141,15 @@ impl Applier {
             path: shown.clone(),
             reason: "the path climbs above the root with `..`",
         })?;
-        let kind = entry.header().entry_type();
+        let mut kind = entry.header().entry_type();
         if kind.is_pax_global_extensions() {
             return Ok(());
+        }
+        // Pre-POSIX tars mark directories only by a trailing slash on a regular entry.
+        if matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous)
+            && raw.last() == Some(&b'/')
+        {
+            kind = tar::EntryType::Directory;
         }
         self.stats.entries += 1;
         let Some((base, parent)) = comps.split_last() else {
@@ -209,7 +215,17 @@ impl Applier {
                 )
                 .map_err(|e| LayerError::errno(&shown, e))?;
                 let mut file = File::from(fd);
-                self.copy(&mut entry, &mut file, &shown)?;
+                let expected = entry.size();
+                let copied = self.copy(&mut entry, &mut file, &shown)?;
+                // The tar reader reports a stream cut inside an entry as a short entry; sparse
+                // entries legitimately expand beyond their stored size.
+                if copied < expected && kind != T::GNUSparse {
+                    return Err(LayerError::SizeMismatch {
+                        path: shown,
+                        expected,
+                        actual: copied,
+                    });
+                }
                 self.set_owner(&pfd, base, &meta, &shown)?;
                 // After chown, which clears setuid/setgid.
                 nix::sys::stat::fchmod(&file, mode_bits(meta.mode))
@@ -318,7 +334,9 @@ impl Applier {
                 })
             }
         }
-        self.created.insert(join(&comps));
+        if self.opts.whiteouts {
+            self.created.insert(join(&comps));
+        }
         Ok(())
     }
 
@@ -367,17 +385,25 @@ impl Applier {
         Ok(())
     }
 
-    fn copy<R: Read>(&mut self, from: &mut R, to: &mut File, shown: &Path) -> Result<()> {
+    /// Streams an entry's content into `to`; returns the number of bytes copied.
+    fn copy<R: Read>(&mut self, from: &mut R, to: &mut File, shown: &Path) -> Result<u64> {
+        let mut copied = 0u64;
         loop {
             let n = match from.read(&mut self.buf) {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(copied),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(LayerError::Read { source }),
+                Err(source) => {
+                    return Err(LayerError::ReadEntry {
+                        path: shown.to_path_buf(),
+                        source,
+                    })
+                }
             };
             to.write_all(self.buf.get(..n).unwrap_or_default())
                 .map_err(|e| LayerError::io(shown, e))?;
             self.stats.bytes += n as u64;
+            copied += n as u64;
         }
     }
 
@@ -554,10 +580,16 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &Path) -> Result<Met
     let mut xattrs = Vec::new();
     if let Some(pax) = entry
         .pax_extensions()
-        .map_err(|source| LayerError::Read { source })?
+        .map_err(|source| LayerError::ReadEntry {
+            path: shown.to_path_buf(),
+            source,
+        })?
     {
         for ext in pax {
-            let ext = ext.map_err(|source| LayerError::Read { source })?;
+            let ext = ext.map_err(|source| LayerError::ReadEntry {
+                path: shown.to_path_buf(),
+                source,
+            })?;
             let Ok(key) = ext.key() else { continue };
             let value = ext.value_bytes();
             match key {
@@ -565,8 +597,12 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &Path) -> Result<Met
                 "gid" => gid = parse_pax_int(value).ok_or_else(|| bad("bad PAX gid"))?,
                 "mtime" => mtime = parse_pax_time(value).ok_or_else(|| bad("bad PAX mtime"))?,
                 k => {
+                    // overlayfs' own attributes would let a layer steer the overlay mount that
+                    // uses the unpacked snapshot as a lower dir (redirects, opaque flags).
                     if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                        xattrs.push((OsString::from(name), value.to_vec()));
+                        if !OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                            xattrs.push((OsString::from(name), value.to_vec()));
+                        }
                     }
                 }
             }

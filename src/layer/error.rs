@@ -20,6 +20,13 @@ pub enum LayerError {
         #[source]
         source: io::Error,
     },
+    /// The content or PAX records of the entry at `path` could not be read.
+    #[error("{}: reading layer entry: {source}", .path.display())]
+    ReadEntry {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// A path that cannot be represented, or that a layer must never contain.
     #[error("{}: invalid path in layer: {reason}", .path.display())]
     InvalidPath { path: PathBuf, reason: &'static str },

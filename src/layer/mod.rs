@@ -18,7 +18,7 @@ mod resolve;
 mod walk;
 mod writer;
 
-pub use apply::{apply_layer, ApplyOptions, ApplyStats, Ownership, Policy};
+pub use apply::{apply_layer, ApplyOptions, ApplyStats, Policy};
 pub use compress::{compress, compress_file, Compression, GZIP_CHUNK};
 pub use decompress::{decompressing_reader, detect_compression, DetectedCompression};
 pub use digest::{Digested, HashingWriter, Sha256Digest};

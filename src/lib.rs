@@ -3,6 +3,7 @@
 //! arguments and dispatch. The layout follows `../shared/DESIGN.md`: each module owns one
 //! stage of the path of the data, and imports only the modules before it.
 
+pub mod archive;
 pub mod build;
 pub mod context;
 pub mod dockerfile;

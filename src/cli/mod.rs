@@ -4,6 +4,7 @@
 mod args;
 mod build;
 mod debug;
+mod images;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     /// Tools for looking inside kiln's pipeline.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
+    #[command(flatten)]
+    Image(images::ImageCommand),
 }
 
 fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
@@ -44,6 +47,9 @@ pub fn main() -> ExitCode {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Build(args) => open_store(cli.root)
             .and_then(|s| build::run(&s, args))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Image(cmd) => open_store(cli.root)
+            .and_then(|s| images::run(&s, cmd))
             .map(|()| ExitCode::SUCCESS),
     };
     match result {

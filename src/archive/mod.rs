@@ -1,0 +1,25 @@
+//! Images in and out of tar archives: `import` (a rootfs tarball becomes a one-layer image),
+//! `save` (images to an OCI image-layout archive or a docker-archive) and `load` (either kind
+//! back into the store, every blob verified before anything is tagged).
+//!
+//! The store keeps layers uncompressed (digest = diffID); archives may carry them compressed,
+//! so this module converts in both directions and records the compressed variants it makes.
+
+mod error;
+mod import;
+
+pub use error::{ArchiveError, Result};
+pub use import::{import_rootfs, ImportOptions, Imported};
+
+/// The host's architecture in OCI/Go naming (`amd64`, `arm64`), the platform of imported
+/// images.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}

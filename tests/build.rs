@@ -314,3 +314,74 @@ fn source_date_epoch_makes_builds_reproducible_across_stores() {
         .collect();
     assert_eq!(ids[0], ids[1]);
 }
+
+/// Everything a user does must work without root: import and build as uid 65534 (when the
+/// tests run as root, `setpriv` drops to it; otherwise the tests already run unprivileged).
+#[test]
+fn builds_as_an_unprivileged_user() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("src")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nWORKDIR /app\nCOPY --chown=app:staff src/ ./\nUSER app\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("src/a.txt"), "a\n").unwrap();
+    for p in [&ctx, &ctx.join("src")] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let store = work.path().join("store");
+    let kiln = assert_cmd::cargo::cargo_bin("kiln");
+    let as_user = |args: &[&std::ffi::OsStr]| {
+        let mut c = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+            c.arg(&kiln);
+            c
+        } else {
+            Command::new(&kiln)
+        };
+        c.env("HOME", work.path())
+            .arg("--root")
+            .arg(&store)
+            .args(args);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} as an unprivileged user failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    as_user(&[
+        "import".as_ref(),
+        common::busybox_tar().as_os_str(),
+        "busybox".as_ref(),
+    ]);
+    as_user(&[
+        "build".as_ref(),
+        "-t".as_ref(),
+        "rootless:1".as_ref(),
+        ctx.as_os_str(),
+    ]);
+    let owner = std::fs::metadata(store.join("index.json")).unwrap().uid();
+    if is_root() {
+        assert_eq!(
+            owner, 65534,
+            "the store was written by the unprivileged user"
+        );
+    }
+    if have("umoci") {
+        let k = Kiln { dir: work };
+        let d = umoci_unpack(&k, "docker.io/library/rootless:1");
+        let f = d.path().join("bundle/rootfs/app/a.txt");
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "a\n");
+        if is_root() {
+            // The layer records the owners even though no chown ever ran.
+            let m = std::fs::metadata(&f).unwrap();
+            assert_eq!((m.uid(), m.gid()), (1000, 50));
+        }
+    }
+}

@@ -31,14 +31,7 @@ mkdir -p "$WORK"
 
 # The base: a busybox rootfs tarball imported once into a template store.
 if [[ ! -d "$BASE_STORE" ]]; then
-  r="$WORK/busybox-rootfs"; rm -rf "$r"
-  mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,root,tmp}
-  cp /bin/busybox "$r/bin/busybox"
-  for a in $(/bin/busybox --list-full); do [[ -e "$r/$a" ]] || ln -s /bin/busybox "$r/$a"; done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$r/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' > "$r/etc/group"
-  chmod 1777 "$r/tmp"
-  tar --numeric-owner --owner=0 --group=0 -C "$r" -cf "$WORK/busybox.tar" .
+  bash "$TOP/scripts/busybox-rootfs.sh" "$WORK/busybox.tar"
   "$KILN" --root "$BASE_STORE" import "$WORK/busybox.tar" 127.0.0.1:5000/busybox:latest >/dev/null
 fi
 reset_store() { rm -rf "$STORE"; cp -a "$BASE_STORE" "$STORE"; }

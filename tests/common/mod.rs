@@ -50,58 +50,16 @@ impl Kiln {
     }
 }
 
-/// A rootfs tarball of Debian's busybox-static: /bin/busybox, a symlink per applet,
-/// /etc/passwd and /etc/group, /tmp. Made once per test process.
+/// A rootfs tarball of Debian's busybox-static (scripts/busybox-rootfs.sh), made once per
+/// test process.
 pub fn busybox_tar() -> &'static Path {
     static TAR: OnceLock<PathBuf> = OnceLock::new();
     TAR.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("kiln-test-busybox-{}", std::process::id()));
-        let rootfs = dir.join("rootfs");
-        let _ = std::fs::remove_dir_all(&dir);
-        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "tmp", "home"] {
-            std::fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        let bb = Path::new("/bin/busybox");
-        assert!(
-            bb.exists(),
-            "the tests need Debian's busybox-static (apt-get install busybox-static)"
-        );
-        std::fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
-        let list = std::process::Command::new(bb)
-            .arg("--list-full")
-            .output()
-            .unwrap();
-        for applet in String::from_utf8(list.stdout).unwrap().lines() {
-            let p = rootfs.join(applet);
-            if applet == "bin/busybox" || p.exists() {
-                continue;
-            }
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink("/bin/busybox", &p).unwrap();
-        }
-        std::fs::write(
-            rootfs.join("etc/passwd"),
-            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-        )
-        .unwrap();
-        std::fs::write(
-            rootfs.join("etc/group"),
-            "root:x:0:\ndaemon:x:1:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n",
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(rootfs.join("tmp"), std::fs::Permissions::from_mode(0o1777))
-            .unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
         let tar = dir.join("busybox.tar");
-        let st = std::process::Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-            .arg(&rootfs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/busybox-rootfs.sh");
+        run(std::process::Command::new("bash").arg(script).arg(&tar));
         tar
     })
 }

@@ -59,7 +59,8 @@ impl StatCache {
         decode(&bytes).unwrap_or_default()
     }
 
-    /// Write the cache atomically (temp file, fsync, rename), if anything changed.
+    /// Write the cache atomically (temp file, rename), if anything changed. Not fsynced: a
+    /// cache lost in a crash only costs rehashing.
     pub fn save(&self, path: &Path) -> Result<(), ContextError> {
         if !self.dirty {
             return Ok(());
@@ -83,7 +84,6 @@ impl StatCache {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
         f.write_all(&buf).map_err(err)?;
-        f.sync_all().map_err(err)?;
         std::fs::rename(&tmp, path).map_err(err)
     }
 

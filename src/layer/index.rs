@@ -102,14 +102,22 @@ impl LayerIndex {
             source,
         };
         let f = File::open(path).map_err(err)?;
-        Self::read(io::BufReader::with_capacity(1 << 16, f)).map_err(err)
+        // Seek over file data: indexing a layer with a 1 GiB file reads a few headers.
+        let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 16, f));
+        Self::from_entries(archive.entries_with_seek().map_err(err)?).map_err(err)
     }
 
     /// Index a tar stream (later entries for the same path replace earlier ones).
     pub fn read<R: Read>(reader: R) -> io::Result<LayerIndex> {
-        let mut idx = LayerIndex::default();
         let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries()? {
+        Self::from_entries(archive.entries()?)
+    }
+
+    fn from_entries<'a, R: Read + 'a>(
+        entries: impl Iterator<Item = io::Result<tar::Entry<'a, R>>>,
+    ) -> io::Result<LayerIndex> {
+        let mut idx = LayerIndex::default();
+        for entry in entries {
             let mut entry = entry?;
             let raw = entry.path_bytes().into_owned();
             let path = clean(&String::from_utf8_lossy(&raw));

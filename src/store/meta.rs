@@ -3,7 +3,6 @@
 //! compares against. They only ever save work or explain it, so gc may drop them freely.
 
 use super::error::Result;
-use super::fsutil::atomic_write;
 use super::Store;
 use std::path::PathBuf;
 
@@ -14,14 +13,27 @@ impl Store {
         self.root().join("meta").join(kind).join(name)
     }
 
-    /// Write the record `kind/name` atomically.
+    /// Write the record `kind/name` atomically (temp file, rename). Not fsynced: these
+    /// records only save or explain work, a crash may lose one but never leaves a partial
+    /// one visible, and a rebuild should not wait on the disk for them.
     pub fn put_meta(&self, kind: &str, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.meta_path(kind, name);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(super::error::io_err("creating directory", dir))?;
         }
-        atomic_write(&self.tmp_dir(), &path, bytes, "writing record")
+        let mut tmp = tempfile::Builder::new()
+            .prefix("meta-")
+            .tempfile_in(self.tmp_dir())
+            .map_err(super::error::io_err(
+                "creating temp file in",
+                &self.tmp_dir(),
+            ))?;
+        std::io::Write::write_all(&mut tmp, bytes)
+            .map_err(super::error::io_err("writing record", tmp.path()))?;
+        tmp.persist(&path)
+            .map_err(|e| super::error::io_err("writing record", &path)(e.error))?;
+        Ok(())
     }
 
     /// Read the record `kind/name`, if present.

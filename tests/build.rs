@@ -385,3 +385,201 @@ fn builds_as_an_unprivileged_user() {
         }
     }
 }
+
+/// A one-shot HTTP server on loopback serving `body` for any path; returns its base URL.
+fn serve_once(body: Vec<u8>, times: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..times {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_unpacks_archives_and_downloads_urls() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[
+        ("payload/etc/dnf/dnf.conf", "conf\n"),
+        ("payload/foo", "foo\n"),
+    ]);
+    // A gzip tarball in the context, made by GNU tar with owners 100:200.
+    run(Command::new("tar")
+        .args(["--owner=100", "--group=200", "-czf"])
+        .arg(ctx.path().join("t.tar.gz"))
+        .arg("-C")
+        .arg(ctx.path().join("payload"))
+        .args(["etc", "foo"]));
+    let body = b"downloaded bytes\n".to_vec();
+    let sum = {
+        use sha2::Digest as _;
+        format!("sha256:{:x}", sha2::Sha256::digest(&body))
+    };
+    let url = serve_once(body, 2);
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM busybox\nADD t.tar.gz /out/\nCOPY t.tar.gz /kept/\nADD {url}/files/remote.txt /dl/\nADD --checksum={sum} {url}/x/checked.bin /checked\n"
+        ),
+    )
+    .unwrap();
+    build(&k, ctx.path(), &["-t", "add:1"]);
+    if have("umoci") {
+        let d = umoci_unpack(&k, "docker.io/library/add:1");
+        let r = d.path().join("bundle/rootfs");
+        assert_eq!(std::fs::read_to_string(r.join("out/foo")).unwrap(), "foo\n");
+        assert_eq!(
+            std::fs::read_to_string(r.join("out/etc/dnf/dnf.conf")).unwrap(),
+            "conf\n"
+        );
+        assert!(r.join("kept/t.tar.gz").is_file(), "COPY never extracts");
+        assert_eq!(
+            std::fs::read_to_string(r.join("dl/remote.txt")).unwrap(),
+            "downloaded bytes\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(r.join("checked")).unwrap(),
+            "downloaded bytes\n"
+        );
+        let m = std::fs::metadata(r.join("dl/remote.txt")).unwrap();
+        assert_eq!(m.mode() & 0o777, 0o600, "downloads are 0600 as in docker");
+        if is_root() {
+            let m = std::fs::metadata(r.join("out/foo")).unwrap();
+            assert_eq!((m.uid(), m.gid()), (100, 200), "archive owners are kept");
+        }
+    }
+    // A wrong checksum is an error naming both digests; nothing is tagged.
+    let url = serve_once(b"other".to_vec(), 1);
+    let bad = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD --checksum={sum} {url}/f /f\n"),
+    )]);
+    let out = k
+        .cmd()
+        .args(["build", "-t", "add:2"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Dockerfile:2: ADD failed") && err.contains("digest mismatch"),
+        "{err}"
+    );
+    // An unreachable URL fails clearly too.
+    let gone = context(&[(
+        "Dockerfile",
+        "FROM busybox\nADD http://127.0.0.1:9/nothing /x\n",
+    )]);
+    let out = k.cmd().args(["build"]).arg(gone.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("downloading http://127.0.0.1:9/nothing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_once() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let parent = context(&[(
+        "Dockerfile",
+        "FROM busybox\nONBUILD COPY marker /marker\nONBUILD ENV TRIGGERED=yes\n",
+    )]);
+    build(&k, parent.path(), &["-t", "parent:1"]);
+    let child = context(&[("Dockerfile", "FROM parent:1\n"), ("marker", "m\n")]);
+    build(&k, child.path(), &["-t", "child:1"]);
+    let grandchild = context(&[("Dockerfile", "FROM child:1\n")]);
+    build(&k, grandchild.path(), &["-t", "grandchild:1"]);
+    if have("skopeo") {
+        let p = skopeo_config(&k, "docker.io/library/parent:1");
+        assert_eq!(p["config"]["OnBuild"].as_array().unwrap().len(), 2);
+        let c = skopeo_config(&k, "docker.io/library/child:1");
+        assert!(
+            c["config"].get("OnBuild").is_none(),
+            "triggers are cleared after running"
+        );
+        assert!(c["config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "TRIGGERED=yes"));
+        let g = skopeo_config(&k, "docker.io/library/grandchild:1");
+        assert_eq!(
+            g["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            c["rootfs"]["diff_ids"].as_array().unwrap().len(),
+            "a grandchild does not run the triggers again"
+        );
+    }
+}
+
+#[test]
+fn a_changed_build_arg_is_named_as_the_miss_reason() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nARG V=1\nENV X=$V\nCOPY <<EOF /v\n$V\nEOF\n",
+    )]);
+    build(&k, ctx.path(), &[]);
+    let (_, log) = build(&k, ctx.path(), &["--build-arg", "V=2"]);
+    assert!(
+        log.contains("cache miss: ") && log.contains("build-arg V changed"),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_unreadable_context_file_is_named() {
+    if !is_root() {
+        return; // Needs a file the unprivileged user cannot read; made as root below.
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::set_permissions(&ctx, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY secret /secret\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        ctx.join("Dockerfile"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("secret"), "s").unwrap();
+    std::fs::set_permissions(ctx.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(assert_cmd::cargo::cargo_bin("kiln"))
+        .arg("--root")
+        .arg(work.path().join("store"))
+        .arg("build")
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Dockerfile:2: COPY failed") && err.contains("secret"),
+        "{err}"
+    );
+}

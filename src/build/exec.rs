@@ -538,16 +538,14 @@ impl Build<'_> {
                 .map_err(|e| self.step_err(l, e.message))?;
         }
         let mut kb = KeyBuilder::new(&st.key, instr.keyword());
-        kb.input("instruction", format!("{instr:?}").as_bytes());
-        // ARG values in use count, named so a miss can say which one changed.
+        // ARG values in use count, named so a miss can say which one changed; they come
+        // before the expanded instruction, which changes with them.
         for (k, v) in &st.args {
             if l.original.contains(k.as_str()) {
-                kb.input(
-                    format!("build-arg {k}"),
-                    v.as_deref().unwrap_or("\0unset").as_bytes(),
-                );
+                kb.input(format!("build-arg {k}"), arg_bytes(v));
             }
         }
+        kb.input("instruction", format!("{instr:?}").as_bytes());
         let mut layer_work: Option<LayerWork> = None;
         match &instr {
             Instruction::Copy(_) | Instruction::Add(_) => {
@@ -571,6 +569,15 @@ impl Build<'_> {
             _ => {
                 self.apply_metadata(&mut st, l, &instr)
                     .map_err(|e| self.step_err(l, e))?;
+                // An ARG's result is the value it takes (a build arg, the default, or
+                // the global value): later steps depend on it.
+                if let Instruction::Arg(a) = &instr {
+                    for d in &a.args {
+                        if let Some((k, v)) = st.args.iter().rev().find(|(k, _)| *k == d.name) {
+                            kb.input(format!("build-arg {k}"), arg_bytes(v));
+                        }
+                    }
+                }
             }
         }
         let (key, inputs) = kb.finish();
@@ -796,6 +803,11 @@ impl Build<'_> {
             config,
         })
     }
+}
+
+/// An ARG's value as a key input; unset differs from empty.
+fn arg_bytes(v: &Option<String>) -> &[u8] {
+    v.as_deref().map(str::as_bytes).unwrap_or(b"\0unset")
 }
 
 /// A downloaded file as a top-level source (mode 0600, as docker gives remote files).

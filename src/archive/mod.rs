@@ -7,9 +7,13 @@
 
 mod error;
 mod import;
+mod load;
+mod save;
 
 pub use error::{ArchiveError, Result};
-pub use import::{import_rootfs, ImportOptions, Imported};
+pub use import::{import_rootfs, ImportOptions, Imported, IMPORT_CREATED_BY};
+pub use load::{load, LoadedImage};
+pub use save::{save, save_to_file, ArchiveFormat, SaveOptions, SaveReport, SavedImage};
 
 /// The host's architecture in OCI/Go naming (`amd64`, `arm64`), the platform of imported
 /// images.

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::error::{io_err, ArchiveError, Result};
-use super::save::{Tee, ANNOTATION_CONTAINERD_NAME};
+use super::{Tee, ANNOTATION_CONTAINERD_NAME};
 use crate::image::{
     media, Descriptor, Digest, ImageConfig, Index, Manifest, Reference, Sha256Hasher,
 };
@@ -545,4 +545,238 @@ fn commit(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Platform, RootFs};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    fn layer_tar(content: &[u8]) -> Vec<u8> {
+        let mut t = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        t.append_data(&mut h, "file", content).unwrap();
+        t.into_inner().unwrap()
+    }
+
+    fn config_for(layers: &[&[u8]], arch: &str) -> Vec<u8> {
+        let c = ImageConfig {
+            architecture: arch.to_string(),
+            os: "linux".to_string(),
+            rootfs: RootFs {
+                kind: "layers".to_string(),
+                diff_ids: layers.iter().map(|l| Digest::sha256_of(l)).collect(),
+            },
+            ..Default::default()
+        };
+        c.to_json().unwrap()
+    }
+
+    /// Builds a tar from (path, content) files and (path, target) symlinks.
+    fn archive(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Vec<u8> {
+        let mut t = tar::Builder::new(Vec::new());
+        for (p, c) in files {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(c.len() as u64);
+            t.append_data(&mut h, p, *c).unwrap();
+        }
+        for (p, target) in symlinks {
+            let mut h = tar::Header::new_ustar();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            t.append_link(&mut h, p, target).unwrap();
+        }
+        t.into_inner().unwrap()
+    }
+
+    fn blob_path(d: &Digest) -> String {
+        format!("blobs/sha256/{}", d.hex())
+    }
+
+    #[test]
+    fn oci_index_of_indexes_picks_the_host_platform() {
+        let (_d, s) = store();
+        let host_layer = layer_tar(b"host");
+        let other_layer = layer_tar(b"other");
+        let host_config = config_for(&[&host_layer], crate::archive::host_architecture());
+        let other_config = config_for(&[&other_layer], "s390x-not-this-host");
+        let manifest = |config: &[u8], layer: &[u8]| {
+            Manifest::new(
+                Descriptor::of_bytes(media::OCI_CONFIG, config),
+                vec![Descriptor::of_bytes(media::OCI_LAYER_TAR, layer)],
+            )
+            .to_json()
+            .unwrap()
+        };
+        let host_manifest = manifest(&host_config, &host_layer);
+        let other_manifest = manifest(&other_config, &other_layer);
+        let mut other_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &other_manifest);
+        other_desc.platform = Some(Platform::new("linux", "s390x-not-this-host", None));
+        let mut host_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &host_manifest);
+        host_desc.platform = Some(Platform::new(
+            "linux",
+            crate::archive::host_architecture(),
+            None,
+        ));
+        let inner = Index {
+            manifests: vec![other_desc, host_desc],
+            ..Default::default()
+        };
+        let inner_bytes = inner.to_json().unwrap();
+        let mut top = Index::default();
+        let mut inner_desc = Descriptor::of_bytes(media::OCI_INDEX, &inner_bytes);
+        inner_desc.annotations.insert(
+            ANNOTATION_CONTAINERD_NAME.to_string(),
+            "docker.io/library/multi:1".to_string(),
+        );
+        inner_desc
+            .annotations
+            .insert(media::ANNOTATION_REF_NAME.to_string(), "1".to_string());
+        top.manifests.push(inner_desc);
+        let top_bytes = top.to_json().unwrap();
+        let files: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            ("index.json".into(), top_bytes),
+            (
+                blob_path(&Digest::sha256_of(&inner_bytes)),
+                inner_bytes.clone(),
+            ),
+            (blob_path(&Digest::sha256_of(&host_manifest)), host_manifest),
+            (
+                blob_path(&Digest::sha256_of(&other_manifest)),
+                other_manifest,
+            ),
+            (
+                blob_path(&Digest::sha256_of(&host_config)),
+                host_config.clone(),
+            ),
+            (blob_path(&Digest::sha256_of(&host_layer)), host_layer),
+        ];
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        // The other platform's config and layer are absent: only the host's are needed.
+        let loaded = load(&s, &archive(&refs, &[])[..]).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].id, Digest::sha256_of(&host_config));
+        assert_eq!(
+            loaded[0].references,
+            vec![Reference::parse("multi:1").unwrap()]
+        );
+        assert_eq!(s.resolve("multi:1").unwrap().config, loaded[0].id);
+    }
+
+    #[test]
+    fn docker_archive_with_symlinked_layers() {
+        let (_d, s) = store();
+        let base = layer_tar(b"base");
+        let top = layer_tar(b"top");
+        let c1 = config_for(&[&base], "amd64");
+        let c2 = config_for(&[&base, &top], "amd64");
+        let c1_name = format!("{}.json", Digest::sha256_of(&c1).hex());
+        let c2_name = format!("{}.json", Digest::sha256_of(&c2).hex());
+        let manifest = serde_json::json!([
+            {"Config": c1_name, "RepoTags": ["one:latest"], "Layers": ["a/layer.tar"]},
+            {"Config": c2_name, "RepoTags": null, "Layers": ["b/layer.tar", "c/layer.tar"]},
+        ]);
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let tar = archive(
+            &[
+                (&c1_name, &c1),
+                (&c2_name, &c2),
+                ("a/layer.tar", &base),
+                ("c/layer.tar", &top),
+                ("manifest.json", &manifest),
+            ],
+            &[("b/layer.tar", "../a/layer.tar")],
+        );
+        let loaded = load(&s, &tar[..]).unwrap();
+        assert_eq!(loaded.len(), 2);
+        assert_eq!(loaded[0].references.len(), 1);
+        assert!(loaded[1].references.is_empty());
+        let m = s.read_manifest(&loaded[1].manifest.digest).unwrap();
+        assert_eq!(m.layers[0].digest, Digest::sha256_of(&base));
+        assert_eq!(m.layers[1].digest, Digest::sha256_of(&top));
+        assert_eq!(s.list().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn bad_archives_are_refused_before_anything_is_stored() {
+        let (_d, s) = store();
+        let layer = layer_tar(b"x");
+        let config = config_for(&[&layer], "amd64");
+        let name = format!("{}.json", Digest::sha256_of(&config).hex());
+        let manifest = |layers: &str| {
+            format!(r#"[{{"Config":"{name}","RepoTags":["x:1"],"Layers":[{layers}]}}]"#)
+        };
+        let wrong_config = config_for(&[&layer_tar(b"y")], "amd64");
+        for (files, want) in [
+            (
+                vec![
+                    (name.as_str(), config.as_slice()),
+                    ("manifest.json", manifest(r#""l.tar""#).as_bytes()),
+                ],
+                "lacks",
+            ),
+            (
+                vec![
+                    (name.as_str(), config.as_slice()),
+                    ("manifest.json", manifest("").as_bytes()),
+                ],
+                "diff_ids",
+            ),
+            (
+                vec![
+                    (name.as_str(), wrong_config.as_slice()),
+                    ("l.tar", layer.as_slice()),
+                    ("manifest.json", manifest(r#""l.tar""#).as_bytes()),
+                ],
+                "digest mismatch",
+            ),
+            (vec![("something", b"x".as_slice())], "not an image archive"),
+        ] {
+            let files: Vec<(&str, Vec<u8>)> =
+                files.into_iter().map(|(p, c)| (p, c.to_vec())).collect();
+            let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_slice())).collect();
+            let tar = archive(&refs, &[]);
+            let err = load(&s, &tar[..]).unwrap_err().to_string();
+            assert!(err.contains(want), "want {want:?} in {err}");
+            assert!(s.list().unwrap().is_empty());
+            assert_eq!(
+                std::fs::read_dir(s.root().join("blobs/sha256"))
+                    .unwrap()
+                    .count(),
+                0
+            );
+            assert_eq!(std::fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
+        }
+        let err = load(&s, &raw_escape_tar()[..]).unwrap_err().to_string();
+        assert!(err.contains("climbs above"), "{err}");
+    }
+
+    fn raw_escape_tar() -> Vec<u8> {
+        // The tar crate's own setters refuse `..`, which is what is tested.
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(1);
+        h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        let mut t = tar::Builder::new(Vec::new());
+        t.append(&h, &b"x"[..]).unwrap();
+        t.into_inner().unwrap()
+    }
 }

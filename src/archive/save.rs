@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::{io_err, ArchiveError, Result};
+use super::{Tee, ANNOTATION_CONTAINERD_NAME};
 use crate::image::{media, Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference};
 use crate::layer::{compress_file, decompressing_reader, Compression};
 use crate::store::{ImageRecord, Store};
@@ -337,9 +338,6 @@ fn save_oci<W: Write>(
     Ok((tar.finish()?, report))
 }
 
-/// The annotation containerd and BuildKit use for an image's full name in an OCI layout.
-pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
-
 /// One image of a docker-archive's `manifest.json`.
 #[derive(Serialize)]
 struct DockerManifestEntry {
@@ -452,25 +450,6 @@ fn write_uncompressed_layer<W: Write>(
     }
     tmp.rewind().map_err(io_err("reading", &blob_path))?;
     tar.stream(path, size, tmp, &blob_path)
-}
-
-/// Writes everything to both sides.
-pub(crate) struct Tee<'a, A: Write, B: Write> {
-    pub a: &'a mut A,
-    pub b: &'a mut B,
-}
-
-impl<A: Write, B: Write> Write for Tee<'_, A, B> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.a.write(buf)?;
-        self.b.write_all(buf.get(..n).unwrap_or_default())?;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.a.flush()?;
-        self.b.flush()
-    }
 }
 
 /// A tar writer with fixed metadata (root-owned, mtime 0), so the same images always give

@@ -5,11 +5,17 @@
 //! The store keeps layers uncompressed (digest = diffID); archives may carry them compressed,
 //! so this module converts in both directions and records the compressed variants it makes.
 
+use std::io::{self, Write};
+
 mod error;
 mod import;
+mod load;
+mod save;
 
 pub use error::{ArchiveError, Result};
-pub use import::{import_rootfs, ImportOptions, Imported};
+pub use import::{import_rootfs, ImportOptions, Imported, IMPORT_CREATED_BY};
+pub use load::{load, LoadedImage};
+pub use save::{save, save_to_file, ArchiveFormat, SaveOptions, SaveReport, SavedImage};
 
 /// The host's architecture in OCI/Go naming (`amd64`, `arm64`), the platform of imported
 /// images.
@@ -21,5 +27,27 @@ pub fn host_architecture() -> &'static str {
         "powerpc64" => "ppc64le",
         "loongarch64" => "loong64",
         other => other,
+    }
+}
+
+/// The annotation containerd and BuildKit use for an image's full name in an OCI layout.
+pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Writes everything to both sides.
+pub(crate) struct Tee<'a, A: Write, B: Write> {
+    pub a: &'a mut A,
+    pub b: &'a mut B,
+}
+
+impl<A: Write, B: Write> Write for Tee<'_, A, B> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.a.write(buf)?;
+        self.b.write_all(buf.get(..n).unwrap_or_default())?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.a.flush()?;
+        self.b.flush()
     }
 }

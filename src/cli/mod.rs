@@ -48,9 +48,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => open_store(cli.root)
             .and_then(|s| build::run(&s, args))
             .map(|()| ExitCode::SUCCESS),
-        Command::Image(cmd) => open_store(cli.root)
-            .and_then(|s| images::run(&s, cmd))
-            .map(|()| ExitCode::SUCCESS),
+        Command::Image(cmd) => open_store(cli.root).and_then(|s| images::run(&s, cmd)),
     };
     match result {
         Ok(code) => code,

@@ -406,7 +406,13 @@ impl Build<'_> {
             total,
             text: text.to_string(),
         };
-        let from_label = label(1, &stage.from.original);
+        // The FROM line names what the stage really starts from, args expanded.
+        let from_text = match &stage.base {
+            Base::Scratch => "FROM scratch".to_string(),
+            Base::Stage(i) => format!("FROM {}", self.plan.stages[*i].display()),
+            Base::Image(r) => format!("FROM {r}"),
+        };
+        let from_label = label(1, &from_text);
         self.reporter.event(Event::StepStarted(&from_label));
         let mut kb = KeyBuilder::new(&[0; 32], "FROM");
         let mut st = match &stage.base {
@@ -796,6 +802,10 @@ impl Build<'_> {
         let (manifest, config_digest) = self.store.put_image(&config, &layers)?;
         for t in &self.opts.tags {
             self.store.tag(t, &manifest)?;
+        }
+        if self.opts.tags.is_empty() {
+            // An untagged build is still an image (`kiln images` shows it as <none>).
+            self.store.keep_untagged(&manifest)?;
         }
         Ok(Built {
             manifest,

@@ -32,5 +32,5 @@ staff:x:50:app
 nogroup:x:65534:
 GROUP
 chmod 1777 "$r/tmp"
-tar --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -C "$r" -cf "$out.tmp" .
+tar --numeric-owner --owner=0 --group=0 --sort=name -C "$r" -cf "$out.tmp" .
 mv "$out.tmp" "$out"

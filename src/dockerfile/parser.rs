@@ -16,10 +16,12 @@
 //! - **Heredoc bodies are delimited here, in Rust.** Which lines are body
 //!   depends on the delimiter words of the instruction, after quote removal, so
 //!   it cannot be decided by the grammar. After a heredoc instruction the driver
-//!   reads body lines up to each terminator and keeps walking the pairs the pass
-//!   already produced from the first one that starts after the bodies; only when
-//!   the pass grouped lines across that point (a body line ending in a
-//!   continuation) does it parse the remainder again. The work stays linear.
+//!   reads body lines up to each terminator and keeps walking the units the pass
+//!   already produced from the first one that starts after the bodies. Only when
+//!   the pass grouped lines across that point (a terminator line ending in the
+//!   escape character) does it read units one at a time (rule `unit_*`), until
+//!   it meets the pass again, at the latest where that unit of the pass ends.
+//!   Every line is read at most twice: the work stays linear.
 //! - **Each logical line** is parsed once more (`line_*`) into keyword, flags
 //!   and rest; the rest goes through the rule of its instruction
 //!   (`json_array`, `words_*`, or plain text), in [`line`] and [`args`].
@@ -112,34 +114,46 @@ struct Walk<'t> {
 
 impl<'t> Walk<'t> {
     fn run(&mut self) -> Result<(), Error> {
-        let mut base = 0;
-        while base < self.text.len() {
-            let pairs = grammar::parse_with_escape(Entry::File, self.escape, &self.text[base..])
-                .map_err(|e| Error::new(self.line, format!("cannot parse Dockerfile: {e}")))?;
-            // Pairs that end before this offset were heredoc bodies.
-            let mut skip_to = base;
-            let mut resume = None;
-            for pair in pairs {
-                let span = pair.as_span();
-                let (start, end) = (base + span.start(), base + span.end());
-                if start < skip_to {
-                    if end <= skip_to {
-                        continue;
-                    }
-                    resume = Some(skip_to);
-                    break;
-                }
-                match pair.as_rule() {
-                    Rule::blank_line => self.line += newlines(pair.as_str()),
-                    Rule::comment_line => self.comment(pair.as_str()),
-                    Rule::instruction => skip_to = self.instruction(pair, end)?,
-                    _ => {}
-                }
+        let text = self.text;
+        let parse_error = |line: usize, e: Box<pest::error::Error<Rule>>| {
+            Error::new(line, format!("cannot parse Dockerfile: {e}"))
+        };
+        let mut pass = grammar::parse_with_escape(Entry::File, self.escape, text)
+            .map_err(|e| parse_error(self.line, e))?
+            .peekable();
+        let mut pos = 0;
+        while pos < text.len() {
+            // Units of the pass that start before `pos` were heredoc bodies.
+            while pass.peek().is_some_and(|unit| unit.as_span().start() < pos) {
+                pass.next();
             }
-            match resume {
-                Some(offset) => base = offset,
-                None => break,
-            }
+            let (unit, base) = match pass.next_if(|unit| unit.as_span().start() == pos) {
+                Some(unit) => (unit, 0),
+                None => {
+                    // The bodies ended inside a unit of the pass (a body line
+                    // ending in a continuation): read units afresh from there.
+                    // The pass is met again at the latest where that unit ends.
+                    let unit = grammar::parse_with_escape(Entry::Unit, self.escape, &text[pos..])
+                        .map_err(|e| parse_error(self.line, e))?
+                        .next()
+                        .ok_or_else(|| Error::new(self.line, "cannot parse Dockerfile"))?;
+                    (unit, pos)
+                }
+            };
+            let end = base + unit.as_span().end();
+            pos = match unit.as_rule() {
+                Rule::blank_line => {
+                    self.line += newlines(unit.as_str());
+                    end
+                }
+                Rule::comment_line => {
+                    self.comment(unit.as_str());
+                    end
+                }
+                Rule::instruction => self.instruction(unit, end)?,
+                // Nothing else sits at the top level; stepping over it keeps the walk finite.
+                _ => end.max(pos + 1),
+            };
         }
         Ok(())
     }
@@ -171,7 +185,25 @@ impl<'t> Walk<'t> {
         };
         self.line += lines;
 
-        let (logical, empty_gap) = assemble(pair);
+        let one_line = pair
+            .clone()
+            .into_inner()
+            .next()
+            .filter(|first| first.as_rule() == Rule::one_line);
+        let (logical, empty_gap, parts) = match one_line {
+            // Read in the same pass: the line is the text of the pair, without
+            // the carriage returns that end it.
+            Some(one_line) => {
+                let line_end = one_line.as_span().end();
+                let logical = one_line.as_str().trim_end_matches('\r');
+                let parts = line::Parts::from_pairs(one_line.into_inner(), line_end);
+                (Cow::Borrowed(logical), false, Some(parts))
+            }
+            None => {
+                let (logical, empty_gap) = assemble(pair);
+                (logical, empty_gap, None)
+            }
+        };
         if empty_gap {
             self.warnings.push(Warning {
                 line: end_line,
@@ -184,7 +216,11 @@ impl<'t> Walk<'t> {
             e.line = start_line;
             e.with_source_line(logical.as_ref())
         };
-        let mut node = line::build_node(&logical, self.escape, 0).map_err(locate)?;
+        let node = match parts {
+            Some(parts) => line::build_from_parts(parts, &logical, self.escape, 0),
+            None => line::build_node(&logical, self.escape, 0),
+        };
+        let mut node = node.map_err(locate)?;
 
         let mut offset = end;
         if can_contain_heredoc(&node) && logical.contains("<<") {

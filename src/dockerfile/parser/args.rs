@@ -28,10 +28,30 @@ pub fn parse_json_array(rest: &str) -> Result<Option<Vec<String>>, Error> {
         return Ok(None);
     }
     match grammar::parse(Rule::json_array, text) {
-        Ok(pairs) => Ok(Some(pairs.map(decode_json_string).collect())),
+        Ok(strings) => Ok(strings_of(strings)),
         Err(_) if is_json_value(text) => Err(Error::new(0, NOT_STRING_ARRAY)),
         Err(_) => Ok(None),
     }
+}
+
+/// The strings of a `line_json_array` pair, or `None` when one holds a
+/// control character (then the text is not JSON).
+pub(crate) fn strings_of_json_array(array: Pair<'_, Rule>) -> Option<Vec<String>> {
+    strings_of(array.into_inner())
+}
+
+fn strings_of(strings: pest::iterators::Pairs<'_, Rule>) -> Option<Vec<String>> {
+    if has_control_character(strings.clone()) {
+        return None;
+    }
+    Some(strings.map(decode_json_string).collect())
+}
+
+fn has_control_character(strings: pest::iterators::Pairs<'_, Rule>) -> bool {
+    strings
+        .flat_map(|string| string.into_inner())
+        .filter(|part| part.as_rule() == Rule::json_text)
+        .any(|text| text.as_str().bytes().any(|b| b < 0x20))
 }
 
 /// Whether `text` starts with one well-formed JSON value (what follows it is
@@ -46,7 +66,11 @@ fn is_json_value(text: &str) -> bool {
 /// surrogates becoming U+FFFD.
 fn decode_json_string(pair: Pair<'_, Rule>) -> String {
     let mut out = String::with_capacity(pair.as_str().len());
-    let mut parts = pair.into_inner().peekable();
+    // Empty text between two escapes must not keep a surrogate pair apart.
+    let mut parts = pair
+        .into_inner()
+        .filter(|part| !part.as_str().is_empty())
+        .peekable();
     while let Some(part) = parts.next() {
         let text = part.as_str();
         if part.as_rule() == Rule::json_text {
@@ -87,10 +111,17 @@ fn decode_json_string(pair: Pair<'_, Rule>) -> String {
 /// BuildKit's `parseWords`: split at unquoted whitespace; quotes group words
 /// and are kept, and the escape character keeps itself and the next character.
 pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    words_of(rest, escape)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn words_of(rest: &str, escape: char) -> Vec<&str> {
     match grammar::parse_with_escape(Entry::Words, escape, rest) {
         Ok(pairs) => pairs
             .filter(|p| p.as_rule() == Rule::word)
-            .map(|p| p.as_str().to_owned())
+            .map(|p| p.as_str())
             .collect(),
         // The rule accepts any text; this arm only keeps the function total.
         Err(_) => Vec::new(),
@@ -104,7 +135,11 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
 /// is cut once at its first blanks and the separator is `""`. Otherwise every
 /// word must be `name=value` and the separator is `"="`.
 pub fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>, Error> {
-    let words = parse_words(rest, escape);
+    name_val(rest, &words_of(rest, escape), key)
+}
+
+/// [`parse_name_val`] once the words of `rest` are known.
+pub(crate) fn name_val(rest: &str, words: &[&str], key: &str) -> Result<Vec<String>, Error> {
     let Some(first) = words.first() else {
         return Ok(Vec::new());
     };
@@ -120,13 +155,13 @@ pub fn parse_name_val(rest: &str, key: &str, escape: char) -> Result<Vec<String>
         ]);
     }
     let mut triples = Vec::with_capacity(words.len() * 3);
-    for word in words {
+    for &word in words {
         let Some((name, value)) = word.split_once('=') else {
             return Err(Error::new(
                 0,
                 format!(
                     "Syntax error - can't find = in {}. Must be of the form: name=value",
-                    crate::dockerfile::dump::go_quote(&word)
+                    crate::dockerfile::dump::go_quote(word)
                 ),
             ));
         };

@@ -12,6 +12,7 @@ pub(crate) struct DockerfileGrammar;
 #[derive(Clone, Copy)]
 pub(crate) enum Entry {
     File,
+    Unit,
     Line,
     Words,
 }
@@ -26,6 +27,8 @@ pub(crate) fn parse_with_escape(
     let rule = match (entry, escape == '`') {
         (Entry::File, false) => Rule::file_backslash,
         (Entry::File, true) => Rule::file_backtick,
+        (Entry::Unit, false) => Rule::unit_backslash,
+        (Entry::Unit, true) => Rule::unit_backtick,
         (Entry::Line, false) => Rule::line_backslash,
         (Entry::Line, true) => Rule::line_backtick,
         (Entry::Words, false) => Rule::words_backslash,

@@ -15,12 +15,35 @@ pub fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, Error> {
         return Ok(Vec::new());
     };
     let mut heredocs = Vec::new();
-    for word in words {
-        if let Some(heredoc) = parse_heredoc(word.as_str())? {
+    for marker in words.filter(|w| w.as_rule() == Rule::heredoc) {
+        let mut heredoc = Heredoc::default();
+        for part in marker.into_inner() {
+            match part.as_rule() {
+                Rule::heredoc_fd => heredoc.file_descriptor = file_descriptor(part.as_str()),
+                Rule::heredoc_chomp => heredoc.chomp = true,
+                Rule::heredoc_name => {
+                    let (name, quoted) = unquote(part);
+                    heredoc.name = name;
+                    heredoc.expand = !quoted;
+                }
+                _ => {}
+            }
+        }
+        // A delimiter that unquotes to nothing (`<<''`) is no heredoc.
+        if !heredoc.name.is_empty() {
             heredocs.push(heredoc);
         }
     }
     Ok(heredocs)
+}
+
+/// Go parses the digits as an unsigned integer and ignores the overflow
+/// error, keeping the saturated value.
+fn file_descriptor(digits: &str) -> u32 {
+    digits.chars().fold(0u32, |fd, digit| {
+        fd.saturating_mul(10)
+            .saturating_add(digit.to_digit(10).unwrap_or(0))
+    })
 }
 
 /// BuildKit's `ParseHeredoc` for one word: `Ok(None)` when the word is not a
@@ -37,14 +60,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, Error> {
     let mut rest = "";
     for part in parts {
         match part.as_rule() {
-            // Go parses the digits as an unsigned integer and ignores the
-            // overflow error, keeping the saturated value.
-            Rule::heredoc_fd => {
-                heredoc.file_descriptor = part.as_str().bytes().fold(0u32, |fd, digit| {
-                    fd.saturating_mul(10)
-                        .saturating_add(u32::from(digit - b'0'))
-                })
-            }
+            Rule::heredoc_fd => heredoc.file_descriptor = file_descriptor(part.as_str()),
             Rule::heredoc_chomp => heredoc.chomp = true,
             Rule::heredoc_rest => rest = part.as_str(),
             _ => {}
@@ -79,7 +95,7 @@ pub fn parse_heredoc(word: &str) -> Result<Option<Heredoc>, Error> {
     Ok(Some(heredoc))
 }
 
-/// The value of a `shell_word` with quotes removed and escapes applied, and
+/// The value of a `shell_word` or `heredoc_name` with quotes removed and escapes applied, and
 /// whether any part of it was quoted.
 fn unquote(word: Pair<'_, Rule>) -> (String, bool) {
     let mut value = String::new();

@@ -2,7 +2,7 @@
 //! split by the instruction's own rule (BuildKit's `newNodeFromLine` and its
 //! dispatch table).
 
-use super::args::{self, parse_json_array, parse_name_val, parse_words};
+use super::args::{self, parse_json_array, words_of};
 use super::grammar::{self, Entry, Rule};
 use crate::dockerfile::{Error, Node};
 use pest::iterators::Pair;
@@ -16,47 +16,132 @@ pub const MAX_ONBUILD_DEPTH: usize = 64;
 /// Errors carry no line: the caller knows it.
 pub(crate) fn build_node(line: &str, escape: char, depth: usize) -> Result<Node, Error> {
     let trimmed = line.trim();
+    if trimmed.is_empty() {
+        // BuildKit keeps even this: a node with an empty keyword.
+        return build_from_parts(Parts::default(), line, escape, depth);
+    }
     let pairs = grammar::parse_with_escape(Entry::Line, escape, trimmed)
         .map_err(|e| Error::new(0, format!("cannot parse instruction: {e}")))?;
+    let parts = Parts::from_pairs(pairs, trimmed.len());
+    build_from_parts(parts, line, escape, depth)
+}
 
-    let mut keyword = "";
-    let mut flags = Vec::new();
-    let mut rest = "";
-    for pair in pairs {
-        match pair.as_rule() {
-            Rule::keyword => keyword = pair.as_str(),
-            Rule::flag => {
-                let value = flag_value(pair.clone());
-                if value == "--" {
-                    // A lone `--` ends the flags; what follows is the rest, flags or not.
-                    rest = trimmed[pair.as_span().end()..].trim();
-                    break;
+/// The keyword, the flags and the rest of a logical line, with what the
+/// grammar already read of the rest.
+#[derive(Default)]
+pub(crate) struct Parts<'a> {
+    keyword: &'a str,
+    flags: Vec<String>,
+    rest: &'a str,
+    /// The rest read as a JSON array of strings.
+    json: Option<Pair<'a, Rule>>,
+    /// The rest split into words (ARG, ENV, LABEL).
+    words: Option<Vec<&'a str>>,
+}
+
+impl<'a> Parts<'a> {
+    /// Read the pairs of `instruction_body`; `line_end` is where the logical
+    /// line ends in the input the pairs come from.
+    pub(crate) fn from_pairs(pairs: impl Iterator<Item = Pair<'a, Rule>>, line_end: usize) -> Self {
+        let mut keyword: Option<Pair<'a, Rule>> = None;
+        let mut parts = Parts::default();
+        for pair in pairs {
+            match pair.as_rule() {
+                Rule::keyword => keyword = Some(pair),
+                Rule::flag => {
+                    let value = flag_value(pair.clone());
+                    if value == "--" {
+                        // A lone `--` ends the flags; what follows is the rest, flags or not.
+                        let span = pair.as_span();
+                        parts.rest = span
+                            .get_input()
+                            .get(span.end()..line_end)
+                            .unwrap_or("")
+                            .trim();
+                        break;
+                    }
+                    parts.flags.push(value);
                 }
-                flags.push(value);
+                Rule::rest => {
+                    parts.rest = pair.as_str().trim();
+                    parts.json = pair
+                        .into_inner()
+                        .find(|inner| inner.as_rule() == Rule::line_json_array);
+                }
+                Rule::word_rest => {
+                    parts.rest = pair.as_str().trim();
+                    let words = pair.into_inner().filter(|w| w.as_rule() == Rule::word);
+                    parts.words = Some(words.map(|w| w.as_str()).collect());
+                }
+                _ => {}
             }
-            Rule::rest => rest = pair.as_str().trim(),
-            _ => {}
+        }
+        parts.keyword = keyword.map_or("", |pair| {
+            let span = pair.as_span();
+            let after = span.get_input().get(span.end()..line_end).unwrap_or("");
+            // BuildKit trims the line before cutting the keyword off: Unicode
+            // blanks that end the line do not belong to the keyword.
+            if after.trim().is_empty() {
+                pair.as_str().trim_end()
+            } else {
+                pair.as_str()
+            }
+        });
+        parts
+    }
+
+    /// The exec form of the rest (see [`parse_json_array`]).
+    fn json_array(&mut self) -> Result<Option<Vec<String>>, Error> {
+        match self.json.take() {
+            Some(array) => Ok(args::strings_of_json_array(array)),
+            None => parse_json_array(self.rest),
         }
     }
 
-    let keyword = keyword.to_lowercase();
+    fn words(&mut self, escape: char) -> Vec<&'a str> {
+        match self.words.take() {
+            Some(words) => words,
+            None => words_of(self.rest, escape),
+        }
+    }
+}
+
+/// Build a node from the parts of `original`, its logical line.
+pub(crate) fn build_from_parts(
+    mut parts: Parts<'_>,
+    original: &str,
+    escape: char,
+    depth: usize,
+) -> Result<Node, Error> {
+    let keyword = parts.keyword.to_lowercase();
+    let rest = parts.rest;
     let mut node = Node {
-        flags,
-        original: line.to_owned(),
+        flags: std::mem::take(&mut parts.flags),
+        original: original.to_owned(),
         ..Node::default()
     };
     match keyword.as_str() {
-        "add" | "copy" | "volume" => match parse_json_array(rest)? {
+        "add" | "copy" | "volume" => match parts.json_array()? {
             Some(list) => {
                 node.args = list;
                 node.json = true;
             }
             None => node.args = args::split_fields(rest),
         },
-        "run" | "cmd" | "entrypoint" | "shell" => maybe_json(&mut node, rest)?,
-        "arg" => node.args = parse_words(rest, escape),
-        "env" => node.args = parse_name_val(rest, "ENV", escape)?,
-        "label" => node.args = parse_name_val(rest, "LABEL", escape)?,
+        "run" | "cmd" | "entrypoint" | "shell" => {
+            if !rest.is_empty() {
+                match parts.json_array()? {
+                    Some(list) => {
+                        node.args = list;
+                        node.json = true;
+                    }
+                    None => node.args.push(rest.to_owned()),
+                }
+            }
+        }
+        "arg" => node.args = parts.words(escape).into_iter().map(str::to_owned).collect(),
+        "env" => node.args = args::name_val(rest, &parts.words(escape), "ENV")?,
+        "label" => node.args = args::name_val(rest, &parts.words(escape), "LABEL")?,
         "from" | "expose" => node.args = args::split_fields(rest),
         "healthcheck" => {
             // The first word (CMD, NONE, or anything: it is not checked here),
@@ -113,9 +198,11 @@ fn flag_value(pair: Pair<'_, Rule>) -> String {
 fn push_flag_parts(pair: Pair<'_, Rule>, value: &mut String) {
     for part in pair.into_inner() {
         match part.as_rule() {
-            Rule::flag_text | Rule::flag_quoted | Rule::flag_quoted_d | Rule::escaped_char => {
-                value.push_str(part.as_str())
-            }
+            Rule::flag_text
+            | Rule::flag_sq_text
+            | Rule::flag_dq_text
+            | Rule::flag_other
+            | Rule::escaped_char => value.push_str(part.as_str()),
             _ => push_flag_parts(part, value),
         }
     }

@@ -413,6 +413,7 @@ impl Build<'_> {
             Base::Image(r) => format!("FROM {r}"),
         };
         let from_label = label(1, &from_text);
+        let from_started = Instant::now();
         self.reporter.event(Event::StepStarted(&from_label));
         let mut kb = KeyBuilder::new(&[0; 32], "FROM");
         let mut st = match &stage.base {
@@ -453,6 +454,10 @@ impl Build<'_> {
         };
         let (k, _) = kb.finish();
         st.key = k;
+        self.reporter.event(Event::StepDone {
+            step: &from_label,
+            elapsed: from_started.elapsed(),
+        });
         if !st.config.config.env.iter().any(|e| e.starts_with("PATH=")) {
             st.config.config.env.insert(0, DEFAULT_PATH.to_string());
         }

@@ -72,7 +72,7 @@ pub fn import_rootfs(store: &Store, input: impl Read, opts: &ImportOptions) -> R
     };
     let mut config = ImageConfig {
         created: Some(created.clone()),
-        architecture: super::host_architecture().to_string(),
+        architecture: crate::image::host_architecture().to_string(),
         os: "linux".to_string(),
         ..Default::default()
     };

@@ -308,7 +308,7 @@ impl Staging {
         let file = self.blob(desc, "index")?;
         let index: Index = self.json(file, "image index")?;
         let os = "linux";
-        let arch = super::host_architecture();
+        let arch = crate::image::host_architecture();
         let candidates: Vec<&Descriptor> = index
             .manifests
             .iter()
@@ -608,7 +608,7 @@ mod tests {
         let (_d, s) = store();
         let host_layer = layer_tar(b"host");
         let other_layer = layer_tar(b"other");
-        let host_config = config_for(&[&host_layer], crate::archive::host_architecture());
+        let host_config = config_for(&[&host_layer], crate::image::host_architecture());
         let other_config = config_for(&[&other_layer], "s390x-not-this-host");
         let manifest = |config: &[u8], layer: &[u8]| {
             Manifest::new(
@@ -625,7 +625,7 @@ mod tests {
         let mut host_desc = Descriptor::of_bytes(media::OCI_MANIFEST, &host_manifest);
         host_desc.platform = Some(Platform::new(
             "linux",
-            crate::archive::host_architecture(),
+            crate::image::host_architecture(),
             None,
         ));
         let inner = Index {

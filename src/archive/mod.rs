@@ -17,19 +17,6 @@ pub use import::{import_rootfs, ImportOptions, Imported, IMPORT_CREATED_BY};
 pub use load::{load, LoadedImage};
 pub use save::{save, save_to_file, ArchiveFormat, SaveOptions, SaveReport, SavedImage};
 
-/// The host's architecture in OCI/Go naming (`amd64`, `arm64`), the platform of imported
-/// images.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        other => other,
-    }
-}
-
 /// The annotation containerd and BuildKit use for an image's full name in an OCI layout.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 

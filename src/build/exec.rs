@@ -214,6 +214,15 @@ fn now_rfc3339(sde: Option<i64>) -> String {
     crate::image::timestamp::rfc3339_from_unix(secs.max(0) as u64, 0)
 }
 
+/// The platform kiln runs on (and so builds for).
+pub fn host_platform() -> Platform {
+    Platform {
+        os: "linux".into(),
+        architecture: crate::image::host_architecture().to_string(),
+        variant: None,
+    }
+}
+
 /// Build the image `opts` describes.
 pub fn build(
     store: &Store,
@@ -233,6 +242,7 @@ pub fn build(
             build_args: opts.build_args.clone(),
             target: opts.target.clone(),
             platform: opts.platform.clone(),
+            build_platform: host_platform(),
             escape: ast.escape,
         },
     )

@@ -6,4 +6,4 @@ pub mod copy;
 pub mod exec;
 pub mod key;
 
-pub use exec::{build, BuildError, BuildOptions, Built};
+pub use exec::{build, host_platform, BuildError, BuildOptions, Built};

@@ -37,7 +37,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let host = Platform::host();
+    let host = build::host_platform();
     let platform = match &args.platform {
         None => host.clone(),
         Some(p) => {

@@ -8,9 +8,9 @@
 //! This module also owns the environment abstraction the lexer reads ([`Env`]) and the
 //! shell-glob matcher behind `${V#p}`, `${V%p}` and `${V/p/r}`.
 
+use super::dump::go_quote;
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
 // ---------------------------------------------------------------------------------------
@@ -1003,40 +1003,6 @@ fn expand_template(out: &mut String, template: &str, matched: &str) {
         }
     }
     out.push_str(rest);
-}
-
-/// Go's `%q`, for error messages that name the input.
-fn go_quote(s: &str) -> String {
-    use fmt::Write;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c < ' ' || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c if c.is_control() || (c.is_whitespace() && c != ' ') || is_format_char(c) => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// The invisible formatting characters Go's `%q` escapes (category Cf, common ones).
-fn is_format_char(c: char) -> bool {
-    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
 }
 
 #[cfg(test)]

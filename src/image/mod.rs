@@ -13,5 +13,5 @@ pub mod timestamp;
 
 pub use config::{ContainerConfig, EmptyObject, Healthcheck, History, ImageConfig, RootFs};
 pub use digest::{Digest, DigestError, Sha256Hasher};
-pub use oci::{Descriptor, Index, Manifest, Platform};
+pub use oci::{host_architecture, Descriptor, Index, Manifest, Platform};
 pub use reference::{Reference, ReferenceError};

@@ -192,6 +192,19 @@ impl Index {
     }
 }
 
+/// The architecture kiln runs on, in OCI (Go) naming: what images built or imported here
+/// declare, and what a pull picks from an index by default.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,23 +22,6 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The machine kiln runs on, in OCI/Go naming.
-    pub fn host() -> Platform {
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            other => other,
-        }
-        .to_string();
-        Platform {
-            os: "linux".into(),
-            architecture,
-            variant: None,
-        }
-    }
-
     /// Parse `os/arch[/variant]`.
     pub fn parse(s: &str) -> Option<Platform> {
         let mut parts = s.split('/');
@@ -161,6 +144,8 @@ pub struct PlanOptions {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub platform: Platform,
+    /// The platform the build runs on (BUILDPLATFORM and friends).
+    pub build_platform: Platform,
     pub escape: char,
 }
 
@@ -189,7 +174,7 @@ fn at(line: usize, msg: impl Into<String>) -> Error {
 /// Plan the build of `instructions`.
 pub fn plan(instructions: &[Located], opts: &PlanOptions) -> Result<Plan, Error> {
     let lexer = Lexer::new(opts.escape);
-    let builtin = platform_args(&opts.platform, &Platform::host());
+    let builtin = platform_args(&opts.platform, &opts.build_platform);
     let mut global_args: Vec<(String, Option<String>)> = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
 

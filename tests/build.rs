@@ -583,3 +583,41 @@ fn an_unreadable_context_file_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn entrypoint_cmd_and_shell_combine_as_in_docker() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox AS base\nCMD [\"base-cmd\"]\n\
+         FROM base AS inherits\nENTRYPOINT [\"/ep\"]\n\
+         FROM base AS same-stage\nCMD [\"mine\"]\nENTRYPOINT [\"/ep\"]\n\
+         FROM busybox AS shell\nSHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\nCMD echo hi\nENTRYPOINT run me\n",
+    )]);
+    for t in ["inherits", "same-stage", "shell"] {
+        build(&k, ctx.path(), &["--target", t, "-t", &format!("{t}:1")]);
+    }
+    if !have("skopeo") {
+        return;
+    }
+    let cfg = |t: &str| skopeo_config(&k, &format!("docker.io/library/{t}:1"))["config"].clone();
+    // An ENTRYPOINT clears the CMD inherited from the base...
+    assert!(cfg("inherits").get("Cmd").is_none(), "{}", cfg("inherits"));
+    // ...but not one set in the same stage.
+    assert_eq!(cfg("same-stage")["Cmd"], serde_json::json!(["mine"]));
+    // Shell forms go through SHELL.
+    let s = cfg("shell");
+    assert_eq!(
+        s["Cmd"],
+        serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c", "echo hi"])
+    );
+    assert_eq!(
+        s["Entrypoint"],
+        serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c", "run me"])
+    );
+    assert_eq!(
+        s["Shell"],
+        serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c"])
+    );
+}

@@ -128,7 +128,9 @@ impl Store {
         if let Some(missing) = entry.blobs().find(|d| !self.has_blob(d)) {
             return Err(StoreError::MissingBlob(missing.clone()));
         }
-        fsutil::atomic_write(&self.tmp_dir(), &path, &bytes, "writing cache entry")
+        // Not fsynced: a cache entry lost or emptied by a crash is a miss (see
+        // `cache_get`), while its layer blob was made durable before it was recorded.
+        fsutil::replace_unsynced(&self.tmp_dir(), &path, &bytes, "writing cache entry")
     }
 
     /// Marks the entry as used now (for least-recently-used pruning). Returns false on a miss.

@@ -37,6 +37,28 @@ pub(crate) fn atomic_write(
     fsync_parent(target)
 }
 
+/// Writes `bytes` to `target` by rename of a temp file, without fsync: for records that only
+/// save or explain work (cache entries, stat caches). After a crash such a record may be
+/// missing or empty, never half of another one; readers treat both as a miss.
+pub(crate) fn replace_unsynced(
+    tmp_dir: &Path,
+    target: &Path,
+    bytes: &[u8],
+    op: &'static str,
+) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix("write-")
+        .tempfile_in(tmp_dir)
+        .map_err(io_err("creating temp file in", tmp_dir))?;
+    tmp.as_file()
+        .set_permissions(Permissions::from_mode(FILE_MODE))
+        .map_err(io_err("setting mode of", tmp.path()))?;
+    tmp.write_all(bytes).map_err(io_err(op, tmp.path()))?;
+    tmp.persist(target)
+        .map_err(|e| io_err(op, target)(e.error))?;
+    Ok(())
+}
+
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())

@@ -22,18 +22,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(super::error::io_err("creating directory", dir))?;
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix("meta-")
-            .tempfile_in(self.tmp_dir())
-            .map_err(super::error::io_err(
-                "creating temp file in",
-                &self.tmp_dir(),
-            ))?;
-        std::io::Write::write_all(&mut tmp, bytes)
-            .map_err(super::error::io_err("writing record", tmp.path()))?;
-        tmp.persist(&path)
-            .map_err(|e| super::error::io_err("writing record", &path)(e.error))?;
-        Ok(())
+        super::fsutil::replace_unsynced(&self.tmp_dir(), &path, bytes, "writing record")
     }
 
     /// Read the record `kind/name`, if present.

@@ -143,7 +143,7 @@ impl<'t> Walk<'t> {
             let end = base + unit.as_span().end();
             pos = match unit.as_rule() {
                 Rule::blank_line => {
-                    self.line += newlines(unit.as_str());
+                    self.line += usize::from(unit.as_str().ends_with('\n'));
                     end
                 }
                 Rule::comment_line => {
@@ -161,7 +161,7 @@ impl<'t> Walk<'t> {
     /// BuildKit keeps comments for doc strings, dropping the line's first
     /// character (the `#` when the line starts with it) and trimming the rest.
     fn comment(&mut self, line: &str) {
-        self.line += newlines(line);
+        self.line += usize::from(line.ends_with('\n'));
         let mut chars = line.chars();
         chars.next();
         let comment = chars.as_str().trim();
@@ -177,7 +177,19 @@ impl<'t> Walk<'t> {
     fn instruction(&mut self, pair: Pair<'t, Rule>, end: usize) -> Result<usize, Error> {
         let start_line = self.line;
         let span_text = pair.as_str();
-        let lines = newlines(span_text);
+        // A one-line instruction is already read: its pairs start with the keyword.
+        let one_line = pair
+            .clone()
+            .into_inner()
+            .next()
+            .filter(|first| first.as_rule() == Rule::keyword)
+            .map(|keyword| keyword.as_span().start());
+        // It holds no newline but maybe its last.
+        let lines = if one_line.is_some() {
+            usize::from(span_text.ends_with('\n'))
+        } else {
+            newlines(span_text)
+        };
         let mut end_line = if span_text.ends_with('\n') {
             start_line + lines - 1
         } else {
@@ -185,18 +197,19 @@ impl<'t> Walk<'t> {
         };
         self.line += lines;
 
-        let one_line = pair
-            .clone()
-            .into_inner()
-            .next()
-            .filter(|first| first.as_rule() == Rule::one_line);
         let (logical, empty_gap, parts) = match one_line {
-            // Read in the same pass: the line is the text of the pair, without
-            // the carriage returns that end it.
-            Some(one_line) => {
-                let line_end = one_line.as_span().end();
-                let logical = one_line.as_str().trim_end_matches('\r');
-                let parts = line::Parts::from_pairs(one_line.into_inner(), line_end);
+            // The line is the text from the keyword on, without the carriage
+            // returns that end it.
+            Some(start) => {
+                let span = pair.as_span();
+                let input = span.get_input();
+                let text = input.get(start..span.end()).unwrap_or("");
+                let logical = text
+                    .strip_suffix('\n')
+                    .unwrap_or(text)
+                    .trim_end_matches('\r');
+                let line_end = start + logical.len();
+                let parts = line::Parts::from_pairs(pair.into_inner(), line_end);
                 (Cow::Borrowed(logical), false, Some(parts))
             }
             None => {

@@ -62,7 +62,8 @@ impl<'a> Parts<'a> {
                     }
                     parts.flags.push(value);
                 }
-                Rule::rest => {
+                Rule::rest => parts.rest = pair.as_str().trim(),
+                Rule::json_rest => {
                     parts.rest = pair.as_str().trim();
                     parts.json = pair
                         .into_inner()
@@ -188,22 +189,36 @@ fn maybe_json(node: &mut Node, rest: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// The value of one `flag` pair: quotes removed, escapes applied.
+/// The value of one `flag` pair: quotes removed, escapes applied. Plain
+/// text has no pair of its own: it is what lies between the inner pairs.
 fn flag_value(pair: Pair<'_, Rule>) -> String {
-    let mut value = String::with_capacity(pair.as_str().len());
-    push_flag_parts(pair, &mut value);
+    let span = pair.as_span();
+    let input = span.get_input();
+    let mut value = String::with_capacity(span.end() - span.start());
+    let mut cursor = span.start();
+    for part in pair.into_inner() {
+        let (start, end) = (part.as_span().start(), part.as_span().end());
+        value.push_str(input.get(cursor..start).unwrap_or(""));
+        match part.as_rule() {
+            Rule::flag_escaped | Rule::flag_single | Rule::flag_double => {
+                push_quoted_parts(part, &mut value)
+            }
+            _ => {}
+        }
+        cursor = end;
+    }
+    value.push_str(input.get(cursor..span.end()).unwrap_or(""));
     value
 }
 
-fn push_flag_parts(pair: Pair<'_, Rule>, value: &mut String) {
+/// Inside quotes (and escapes) every piece of text has a pair.
+fn push_quoted_parts(pair: Pair<'_, Rule>, value: &mut String) {
     for part in pair.into_inner() {
         match part.as_rule() {
-            Rule::flag_text
-            | Rule::flag_sq_text
-            | Rule::flag_dq_text
-            | Rule::flag_other
-            | Rule::escaped_char => value.push_str(part.as_str()),
-            _ => push_flag_parts(part, value),
+            Rule::flag_sq_text | Rule::flag_dq_text | Rule::flag_other | Rule::escaped_char => {
+                value.push_str(part.as_str())
+            }
+            _ => push_quoted_parts(part, value),
         }
     }
 }

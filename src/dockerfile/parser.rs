@@ -176,12 +176,12 @@ impl<'t> Walk<'t> {
     /// return the offset where the next line starts.
     fn instruction(&mut self, pair: Pair<'t, Rule>, end: usize) -> Result<usize, Error> {
         let start_line = self.line;
-        let span_text = pair.as_str();
+        let span = pair.as_span();
+        let span_text = span.as_str();
+        let mut inner = pair.into_inner().peekable();
         // A one-line instruction is already read: its pairs start with the keyword.
-        let one_line = pair
-            .clone()
-            .into_inner()
-            .next()
+        let one_line = inner
+            .peek()
             .filter(|first| first.as_rule() == Rule::keyword)
             .map(|keyword| keyword.as_span().start());
         // It holds no newline but maybe its last.
@@ -201,7 +201,6 @@ impl<'t> Walk<'t> {
             // The line is the text from the keyword on, without the carriage
             // returns that end it.
             Some(start) => {
-                let span = pair.as_span();
                 let input = span.get_input();
                 let text = input.get(start..span.end()).unwrap_or("");
                 let logical = text
@@ -209,11 +208,11 @@ impl<'t> Walk<'t> {
                     .unwrap_or(text)
                     .trim_end_matches('\r');
                 let line_end = start + logical.len();
-                let parts = line::Parts::from_pairs(pair.into_inner(), line_end);
+                let parts = line::Parts::from_pairs(inner, line_end);
                 (Cow::Borrowed(logical), false, Some(parts))
             }
             None => {
-                let (logical, empty_gap) = assemble(pair);
+                let (logical, empty_gap) = assemble(inner);
                 (logical, empty_gap, None)
             }
         };
@@ -269,10 +268,10 @@ impl<'t> Walk<'t> {
 
 /// Join the segments of an instruction into its logical line. Also tells
 /// whether a continuation skipped an empty line (worth a warning).
-fn assemble(pair: Pair<'_, Rule>) -> (Cow<'_, str>, bool) {
+fn assemble<'i>(parts: impl Iterator<Item = Pair<'i, Rule>>) -> (Cow<'i, str>, bool) {
     let mut segments = Vec::new();
     let mut empty_gap = false;
-    for part in pair.into_inner() {
+    for part in parts {
         match part.as_rule() {
             Rule::first_segment | Rule::segment => segments.push(part.as_str()),
             Rule::join => {

@@ -288,8 +288,9 @@ fn parse_10k_lines_fast() {
         assert!(ast.nodes.len() > 6000);
     }
     eprintln!("parse of {} lines: best {best:?}", text.lines().count());
+    // The whole budget for parse + lower is 20 ms; parsing takes most of it.
     if !cfg!(debug_assertions) {
-        assert!(best < std::time::Duration::from_millis(10), "took {best:?}");
+        assert!(best < std::time::Duration::from_millis(15), "took {best:?}");
     }
 }
 

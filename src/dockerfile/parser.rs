@@ -224,8 +224,17 @@ impl<'t> Walk<'t> {
                 url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/".into(),
             });
         }
+        // Errors point at the keyword.
+        let indent = span_text.len() - span_text.trim_start().len();
+        let column = span_text
+            .get(..indent)
+            .map_or(0, |lead| lead.chars().count())
+            + 1;
         let locate = |mut e: Error| {
             e.line = start_line;
+            if e.column == 0 {
+                e.column = column;
+            }
             e.with_source_line(logical.as_ref())
         };
         let node = match parts {
@@ -412,6 +421,22 @@ mod tests {
         assert_eq!(ast.nodes[0].comments, ["syntax=x", "a b", "# c"]);
         assert!(ast.nodes[1].comments.is_empty());
         assert_eq!(ast.directive("syntax"), Some("x"));
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let err = parse("FROM a\n\n  ENV x\n")
+            .map(|_| ())
+            .map_err(|e| (e.line, e.column, e.message));
+        assert_eq!(err, Err((3, 3, "ENV must have two arguments".to_owned())));
+        let err = parse("FROM a\nRUN <<EOF\nx\n")
+            .map(|_| ())
+            .map_err(|e| (e.line, e.message));
+        assert_eq!(err, Err((2, "unterminated heredoc".to_owned())));
+        let err = parse("FROM a\nCMD [\"a\", 1]")
+            .map(|_| ())
+            .map_err(|e| (e.line, e.message));
+        assert_eq!(err, Err((2, NOT_STRING_ARRAY.to_owned())));
     }
 
     #[test]

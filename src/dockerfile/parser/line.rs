@@ -114,7 +114,7 @@ pub(crate) fn build_from_parts(
     escape: char,
     depth: usize,
 ) -> Result<Node, Error> {
-    let keyword = parts.keyword.to_lowercase();
+    let keyword = crate::dockerfile::dump::go_to_lower(parts.keyword);
     let rest = parts.rest;
     let mut node = Node {
         flags: std::mem::take(&mut parts.flags),

@@ -10,9 +10,14 @@
 //!   then pushed on pest's stack by the entry rule (`PUSH_LITERAL`) and every
 //!   escape-aware rule matches it with `PEEK`: one set of rules, no copies.
 //! - **One pest pass over the file** (`file_*`) groups physical lines into
-//!   blank lines, comment lines and instructions; an instruction is its line
+//!   blank lines, comment lines and instructions. An instruction that fits on
+//!   its line (most do) is read in the same pass into keyword, flags and rest,
+//!   the rest already split by the rule of its instruction where the grammar
+//!   can (JSON array, ARG/ENV/LABEL words). Any other instruction is its line
 //!   segments and the continuations between them, with the comment and blank
-//!   lines a continuation may skip. Hot loops are memchr scans (see the grammar).
+//!   lines a continuation may skip; the driver joins the segments and reads the
+//!   result with `line_*`. pest pays for each rule call, so the grammar keeps
+//!   them few per line, and its long scans are memchr searches.
 //! - **Heredoc bodies are delimited here, in Rust.** Which lines are body
 //!   depends on the delimiter words of the instruction, after quote removal, so
 //!   it cannot be decided by the grammar. After a heredoc instruction the driver
@@ -22,9 +27,8 @@
 //!   escape character) does it read units one at a time (rule `unit_*`), until
 //!   it meets the pass again, at the latest where that unit of the pass ends.
 //!   Every line is read at most twice: the work stays linear.
-//! - **Each logical line** is parsed once more (`line_*`) into keyword, flags
-//!   and rest; the rest goes through the rule of its instruction
-//!   (`json_array`, `words_*`, or plain text), in [`line`] and [`args`].
+//! - **Per-instruction rules** ([`line`], [`args`]) turn keyword, flags and
+//!   rest into a [`Node`], as BuildKit's dispatch table does.
 //!
 //! Upstream reads flags and the HEALTHCHECK type one byte at a time (a UTF-8
 //! byte 0x85 or 0xA0 then counts as a space, and other non-ASCII bytes are
@@ -93,7 +97,7 @@ fn cut_at_long_line(text: &str) -> (&str, Option<usize>) {
     for (number, line) in (1..).zip(text.split_inclusive('\n')) {
         let content = line.strip_suffix('\n').unwrap_or(line);
         if content.len() > MAX_LINE_SIZE {
-            return (&text[..start], Some(number));
+            return (text.get(..start).unwrap_or(""), Some(number));
         }
         start += line.len();
     }
@@ -133,7 +137,8 @@ impl<'t> Walk<'t> {
                     // The bodies ended inside a unit of the pass (a body line
                     // ending in a continuation): read units afresh from there.
                     // The pass is met again at the latest where that unit ends.
-                    let unit = grammar::parse_with_escape(Entry::Unit, self.escape, &text[pos..])
+                    let rest = text.get(pos..).unwrap_or("");
+                    let unit = grammar::parse_with_escape(Entry::Unit, self.escape, rest)
                         .map_err(|e| parse_error(self.line, e))?
                         .next()
                         .ok_or_else(|| Error::new(self.line, "cannot parse Dockerfile"))?;
@@ -248,8 +253,8 @@ impl<'t> Walk<'t> {
             for mut heredoc in heredoc::heredocs_from_line(&logical).map_err(locate)? {
                 let mut terminated = false;
                 while offset < self.text.len() {
-                    let rest = &self.text[offset..];
-                    let body_line = rest.find('\n').map_or(rest, |i| &rest[..=i]);
+                    let rest = self.text.get(offset..).unwrap_or("");
+                    let body_line = rest.split_inclusive('\n').next().unwrap_or("");
                     offset += body_line.len();
                     end_line = self.line;
                     self.line += 1;

@@ -150,15 +150,11 @@ pub(crate) fn name_val(rest: &str, words: &[&str], key: &str) -> Result<Vec<Stri
         return Ok(Vec::new());
     };
     if !first.contains('=') {
-        let Some(cut) = rest.find(is_field_blank) else {
+        let Some((name, value)) = rest.split_once(is_field_blank) else {
             return Err(Error::new(0, format!("{key} must have two arguments")));
         };
-        let value = rest[cut..].trim_start_matches(is_field_blank);
-        return Ok(vec![
-            rest[..cut].to_owned(),
-            value.to_owned(),
-            String::new(),
-        ]);
+        let value = value.trim_start_matches(is_field_blank);
+        return Ok(vec![name.to_owned(), value.to_owned(), String::new()]);
     }
     let mut triples = Vec::with_capacity(words.len() * 3);
     for &word in words {

@@ -148,9 +148,9 @@ pub(crate) fn build_from_parts(
             // The first word (CMD, NONE, or anything: it is not checked here),
             // then the command as for CMD.
             if !rest.is_empty() {
-                let cut = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                node.args.push(rest[..cut].to_owned());
-                maybe_json(&mut node, rest[cut..].trim_start())?;
+                let (kind, command) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                node.args.push(kind.to_owned());
+                maybe_json(&mut node, command.trim_start())?;
             }
         }
         "maintainer" | "stopsignal" | "user" | "workdir" => {

@@ -131,13 +131,7 @@ pub(crate) fn build_from_parts(
         },
         "run" | "cmd" | "entrypoint" | "shell" => {
             if !rest.is_empty() {
-                match parts.json_array()? {
-                    Some(list) => {
-                        node.args = list;
-                        node.json = true;
-                    }
-                    None => node.args.push(rest.to_owned()),
-                }
+                exec_or_shell(&mut node, parts.json_array()?, rest);
             }
         }
         "arg" => node.args = parts.words(escape).into_iter().map(str::to_owned).collect(),
@@ -150,7 +144,10 @@ pub(crate) fn build_from_parts(
             if !rest.is_empty() {
                 let (kind, command) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
                 node.args.push(kind.to_owned());
-                maybe_json(&mut node, command.trim_start())?;
+                let command = command.trim_start();
+                if !command.is_empty() {
+                    exec_or_shell(&mut node, parse_json_array(command)?, command);
+                }
             }
         }
         "maintainer" | "stopsignal" | "user" | "workdir" => {
@@ -174,19 +171,16 @@ pub(crate) fn build_from_parts(
     Ok(node)
 }
 
-/// BuildKit's `parseMaybeJSON`: the exec form, or the whole rest as one argument.
-fn maybe_json(node: &mut Node, rest: &str) -> Result<(), Error> {
-    if rest.is_empty() {
-        return Ok(());
-    }
-    match parse_json_array(rest)? {
+/// BuildKit's `parseMaybeJSON`: the exec form, or else the whole rest as one
+/// argument.
+fn exec_or_shell(node: &mut Node, exec: Option<Vec<String>>, rest: &str) {
+    match exec {
         Some(list) => {
             node.args.extend(list);
             node.json = true;
         }
         None => node.args.push(rest.to_owned()),
     }
-    Ok(())
 }
 
 /// The value of one `flag` pair: quotes removed, escapes applied. Plain

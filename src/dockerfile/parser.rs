@@ -250,7 +250,7 @@ impl<'t> Walk<'t> {
 
         let mut offset = end;
         if can_contain_heredoc(&node) && logical.contains("<<") {
-            for mut heredoc in heredoc::heredocs_from_line(&logical).map_err(locate)? {
+            for mut heredoc in heredoc::heredocs_from_line(&logical) {
                 let mut terminated = false;
                 while offset < self.text.len() {
                     let rest = self.text.get(offset..).unwrap_or("");

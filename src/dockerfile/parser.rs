@@ -122,9 +122,12 @@ impl<'t> Walk<'t> {
         let parse_error = |line: usize, e: Box<pest::error::Error<Rule>>| {
             Error::new(line, format!("cannot parse Dockerfile: {e}"))
         };
-        let mut pass = grammar::parse_with_escape(Entry::File, self.escape, text)
-            .map_err(|e| parse_error(self.line, e))?
-            .peekable();
+        let pass = grammar::parse_with_escape(Entry::File, self.escape, text)
+            .map_err(|e| parse_error(self.line, e))?;
+        // At most one node per unit: growing the vector of large nodes by
+        // copies would cost more than the rest of the walk.
+        self.nodes.reserve(pass.len());
+        let mut pass = pass.peekable();
         let mut pos = 0;
         while pos < text.len() {
             // Units of the pass that start before `pos` were heredoc bodies.

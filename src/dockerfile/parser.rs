@@ -27,8 +27,8 @@
 //!   escape character) does it read units one at a time (rule `unit_*`), until
 //!   it meets the pass again, at the latest where that unit of the pass ends.
 //!   Every line is read at most twice: the work stays linear.
-//! - **Per-instruction rules** ([`line`], [`args`]) turn keyword, flags and
-//!   rest into a [`Node`], as BuildKit's dispatch table does.
+//! - **Per-instruction rules** (submodules `line` and `args`) turn keyword,
+//!   flags and rest into a [`Node`], as BuildKit's dispatch table does.
 //!
 //! Upstream reads flags and the HEALTHCHECK type one byte at a time (a UTF-8
 //! byte 0x85 or 0xA0 then counts as a space, and other non-ASCII bytes are

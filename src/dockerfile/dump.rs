@@ -22,7 +22,7 @@ pub fn dump_node(node: &Node) -> String {
 }
 
 fn dump_body(node: &Node) -> String {
-    let mut out = node.keyword.to_lowercase();
+    let mut out = go_to_lower(&node.keyword);
     if !node.flags.is_empty() {
         out.push_str(" [");
         for (i, flag) in node.flags.iter().enumerate() {
@@ -47,6 +47,23 @@ fn dump_body(node: &Node) -> String {
         trimmed if trimmed.len() == out.len() => out,
         trimmed => trimmed.to_owned(),
     }
+}
+
+/// Go's `strings.ToLower`: simple case mapping, one character for one (so
+/// `İ` becomes `i`, and a final `Σ` is `σ`).
+pub fn go_to_lower(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            // The one character whose full lowercase mapping is not a single one.
+            '\u{130}' => out.push('i'),
+            c => out.extend(c.to_lowercase()),
+        }
+    }
+    out
 }
 
 /// Go's `strconv.Quote`.
@@ -115,6 +132,12 @@ mod tests {
             r#""\u00a0\u00ad\u200b\ufeff""#
         );
         assert_eq!(go_quote("\u{e0001}\u{1F600}"), "\"\\U000e0001\u{1F600}\"");
+    }
+
+    #[test]
+    fn lowercase_like_go() {
+        assert_eq!(go_to_lower("FROM"), "from");
+        assert_eq!(go_to_lower("İΣX"), "iσx");
     }
 
     #[test]

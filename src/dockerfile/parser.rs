@@ -10,9 +10,14 @@
 //!   then pushed on pest's stack by the entry rule (`PUSH_LITERAL`) and every
 //!   escape-aware rule matches it with `PEEK`: one set of rules, no copies.
 //! - **One pest pass over the file** (`file_*`) groups physical lines into
-//!   blank lines, comment lines and instructions; an instruction is its line
+//!   blank lines, comment lines and instructions. An instruction that fits on
+//!   its line (most do) is read in the same pass into keyword, flags and rest,
+//!   the rest already split by the rule of its instruction where the grammar
+//!   can (JSON array, ARG/ENV/LABEL words). Any other instruction is its line
 //!   segments and the continuations between them, with the comment and blank
-//!   lines a continuation may skip. Hot loops are memchr scans (see the grammar).
+//!   lines a continuation may skip; the driver joins the segments and reads the
+//!   result with `line_*`. pest pays for each rule call, so the grammar keeps
+//!   them few per line, and its long scans are memchr searches.
 //! - **Heredoc bodies are delimited here, in Rust.** Which lines are body
 //!   depends on the delimiter words of the instruction, after quote removal, so
 //!   it cannot be decided by the grammar. After a heredoc instruction the driver
@@ -22,9 +27,8 @@
 //!   escape character) does it read units one at a time (rule `unit_*`), until
 //!   it meets the pass again, at the latest where that unit of the pass ends.
 //!   Every line is read at most twice: the work stays linear.
-//! - **Each logical line** is parsed once more (`line_*`) into keyword, flags
-//!   and rest; the rest goes through the rule of its instruction
-//!   (`json_array`, `words_*`, or plain text), in [`line`] and [`args`].
+//! - **Per-instruction rules** (submodules `line` and `args`) turn keyword,
+//!   flags and rest into a [`Node`], as BuildKit's dispatch table does.
 //!
 //! Upstream reads flags and the HEALTHCHECK type one byte at a time (a UTF-8
 //! byte 0x85 or 0xA0 then counts as a space, and other non-ASCII bytes are
@@ -93,7 +97,7 @@ fn cut_at_long_line(text: &str) -> (&str, Option<usize>) {
     for (number, line) in (1..).zip(text.split_inclusive('\n')) {
         let content = line.strip_suffix('\n').unwrap_or(line);
         if content.len() > MAX_LINE_SIZE {
-            return (&text[..start], Some(number));
+            return (text.get(..start).unwrap_or(""), Some(number));
         }
         start += line.len();
     }
@@ -118,9 +122,12 @@ impl<'t> Walk<'t> {
         let parse_error = |line: usize, e: Box<pest::error::Error<Rule>>| {
             Error::new(line, format!("cannot parse Dockerfile: {e}"))
         };
-        let mut pass = grammar::parse_with_escape(Entry::File, self.escape, text)
-            .map_err(|e| parse_error(self.line, e))?
-            .peekable();
+        let pass = grammar::parse_with_escape(Entry::File, self.escape, text)
+            .map_err(|e| parse_error(self.line, e))?;
+        // At most one node per unit: growing the vector of large nodes by
+        // copies would cost more than the rest of the walk.
+        self.nodes.reserve(pass.len());
+        let mut pass = pass.peekable();
         let mut pos = 0;
         while pos < text.len() {
             // Units of the pass that start before `pos` were heredoc bodies.
@@ -133,7 +140,8 @@ impl<'t> Walk<'t> {
                     // The bodies ended inside a unit of the pass (a body line
                     // ending in a continuation): read units afresh from there.
                     // The pass is met again at the latest where that unit ends.
-                    let unit = grammar::parse_with_escape(Entry::Unit, self.escape, &text[pos..])
+                    let rest = text.get(pos..).unwrap_or("");
+                    let unit = grammar::parse_with_escape(Entry::Unit, self.escape, rest)
                         .map_err(|e| parse_error(self.line, e))?
                         .next()
                         .ok_or_else(|| Error::new(self.line, "cannot parse Dockerfile"))?;
@@ -143,7 +151,7 @@ impl<'t> Walk<'t> {
             let end = base + unit.as_span().end();
             pos = match unit.as_rule() {
                 Rule::blank_line => {
-                    self.line += newlines(unit.as_str());
+                    self.line += usize::from(unit.as_str().ends_with('\n'));
                     end
                 }
                 Rule::comment_line => {
@@ -161,7 +169,7 @@ impl<'t> Walk<'t> {
     /// BuildKit keeps comments for doc strings, dropping the line's first
     /// character (the `#` when the line starts with it) and trimming the rest.
     fn comment(&mut self, line: &str) {
-        self.line += newlines(line);
+        self.line += usize::from(line.ends_with('\n'));
         let mut chars = line.chars();
         chars.next();
         let comment = chars.as_str().trim();
@@ -176,8 +184,20 @@ impl<'t> Walk<'t> {
     /// return the offset where the next line starts.
     fn instruction(&mut self, pair: Pair<'t, Rule>, end: usize) -> Result<usize, Error> {
         let start_line = self.line;
-        let span_text = pair.as_str();
-        let lines = newlines(span_text);
+        let span = pair.as_span();
+        let span_text = span.as_str();
+        let mut inner = pair.into_inner().peekable();
+        // A one-line instruction is already read: its pairs start with the keyword.
+        let one_line = inner
+            .peek()
+            .filter(|first| first.as_rule() == Rule::keyword)
+            .map(|keyword| keyword.as_span().start());
+        // It holds no newline but maybe its last.
+        let lines = if one_line.is_some() {
+            usize::from(span_text.ends_with('\n'))
+        } else {
+            newlines(span_text)
+        };
         let mut end_line = if span_text.ends_with('\n') {
             start_line + lines - 1
         } else {
@@ -185,22 +205,22 @@ impl<'t> Walk<'t> {
         };
         self.line += lines;
 
-        let one_line = pair
-            .clone()
-            .into_inner()
-            .next()
-            .filter(|first| first.as_rule() == Rule::one_line);
         let (logical, empty_gap, parts) = match one_line {
-            // Read in the same pass: the line is the text of the pair, without
-            // the carriage returns that end it.
-            Some(one_line) => {
-                let line_end = one_line.as_span().end();
-                let logical = one_line.as_str().trim_end_matches('\r');
-                let parts = line::Parts::from_pairs(one_line.into_inner(), line_end);
+            // The line is the text from the keyword on, without the carriage
+            // returns that end it.
+            Some(start) => {
+                let input = span.get_input();
+                let text = input.get(start..span.end()).unwrap_or("");
+                let logical = text
+                    .strip_suffix('\n')
+                    .unwrap_or(text)
+                    .trim_end_matches('\r');
+                let line_end = start + logical.len();
+                let parts = line::Parts::from_pairs(inner, line_end);
                 (Cow::Borrowed(logical), false, Some(parts))
             }
             None => {
-                let (logical, empty_gap) = assemble(pair);
+                let (logical, empty_gap) = assemble(inner);
                 (logical, empty_gap, None)
             }
         };
@@ -212,8 +232,17 @@ impl<'t> Walk<'t> {
                 url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/".into(),
             });
         }
+        // Errors point at the keyword.
+        let indent = span_text.len() - span_text.trim_start().len();
+        let column = span_text
+            .get(..indent)
+            .map_or(0, |lead| lead.chars().count())
+            + 1;
         let locate = |mut e: Error| {
             e.line = start_line;
+            if e.column == 0 {
+                e.column = column;
+            }
             e.with_source_line(logical.as_ref())
         };
         let node = match parts {
@@ -224,11 +253,11 @@ impl<'t> Walk<'t> {
 
         let mut offset = end;
         if can_contain_heredoc(&node) && logical.contains("<<") {
-            for mut heredoc in heredoc::heredocs_from_line(&logical).map_err(locate)? {
+            for mut heredoc in heredoc::heredocs_from_line(&logical) {
                 let mut terminated = false;
                 while offset < self.text.len() {
-                    let rest = &self.text[offset..];
-                    let body_line = rest.find('\n').map_or(rest, |i| &rest[..=i]);
+                    let rest = self.text.get(offset..).unwrap_or("");
+                    let body_line = rest.split_inclusive('\n').next().unwrap_or("");
                     offset += body_line.len();
                     end_line = self.line;
                     self.line += 1;
@@ -256,10 +285,10 @@ impl<'t> Walk<'t> {
 
 /// Join the segments of an instruction into its logical line. Also tells
 /// whether a continuation skipped an empty line (worth a warning).
-fn assemble(pair: Pair<'_, Rule>) -> (Cow<'_, str>, bool) {
+fn assemble<'i>(parts: impl Iterator<Item = Pair<'i, Rule>>) -> (Cow<'i, str>, bool) {
     let mut segments = Vec::new();
     let mut empty_gap = false;
-    for part in pair.into_inner() {
+    for part in parts {
         match part.as_rule() {
             Rule::first_segment | Rule::segment => segments.push(part.as_str()),
             Rule::join => {
@@ -400,6 +429,22 @@ mod tests {
         assert_eq!(ast.nodes[0].comments, ["syntax=x", "a b", "# c"]);
         assert!(ast.nodes[1].comments.is_empty());
         assert_eq!(ast.directive("syntax"), Some("x"));
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let err = parse("FROM a\n\n  ENV x\n")
+            .map(|_| ())
+            .map_err(|e| (e.line, e.column, e.message));
+        assert_eq!(err, Err((3, 3, "ENV must have two arguments".to_owned())));
+        let err = parse("FROM a\nRUN <<EOF\nx\n")
+            .map(|_| ())
+            .map_err(|e| (e.line, e.message));
+        assert_eq!(err, Err((2, "unterminated heredoc".to_owned())));
+        let err = parse("FROM a\nCMD [\"a\", 1]")
+            .map(|_| ())
+            .map_err(|e| (e.line, e.message));
+        assert_eq!(err, Err((2, NOT_STRING_ARRAY.to_owned())));
     }
 
     #[test]

@@ -49,9 +49,8 @@ fn strings_of(strings: pest::iterators::Pairs<'_, Rule>) -> Option<Vec<String>> 
 
 fn has_control_character(strings: pest::iterators::Pairs<'_, Rule>) -> bool {
     strings
-        .flat_map(|string| string.into_inner())
-        .filter(|part| part.as_rule() == Rule::json_text)
-        .any(|text| text.as_str().bytes().any(|b| b < 0x20))
+        .clone()
+        .any(|string| string.as_str().bytes().any(|b| b < 0x20))
 }
 
 /// Whether `text` starts with one well-formed JSON value (what follows it is
@@ -63,20 +62,22 @@ fn is_json_value(text: &str) -> bool {
 }
 
 /// Decode one `json_string` pair as Go's `encoding/json` does, lone UTF-16
-/// surrogates becoming U+FFFD.
+/// surrogates becoming U+FFFD. The text runs are what lies between the
+/// escapes, within the quotes.
 fn decode_json_string(pair: Pair<'_, Rule>) -> String {
-    let mut out = String::with_capacity(pair.as_str().len());
-    // Empty text between two escapes must not keep a surrogate pair apart.
-    let mut parts = pair
+    let span = pair.as_span();
+    let (input, string_end) = (span.get_input(), span.end().saturating_sub(1));
+    let mut out = String::with_capacity(span.end() - span.start());
+    let mut cursor = span.start() + 1;
+    let mut escapes = pair
         .into_inner()
-        .filter(|part| !part.as_str().is_empty())
+        .filter(|part| part.as_rule() == Rule::json_escape)
         .peekable();
-    while let Some(part) = parts.next() {
-        let text = part.as_str();
-        if part.as_rule() == Rule::json_text {
-            out.push_str(text);
-            continue;
-        }
+    while let Some(escape) = escapes.next() {
+        let (start, end) = (escape.as_span().start(), escape.as_span().end());
+        out.push_str(input.get(cursor..start).unwrap_or(""));
+        cursor = end;
+        let text = escape.as_str();
         let Some(code) = text.strip_prefix("\\u") else {
             out.push(match text {
                 "\\b" => '\u{08}',
@@ -91,13 +92,17 @@ fn decode_json_string(pair: Pair<'_, Rule>) -> String {
         };
         let unit = u32::from_str_radix(code, 16).unwrap_or(0xFFFD);
         if (0xD800..0xDC00).contains(&unit) {
-            let low = parts
+            // Only a `\u` escape right after this one completes the pair.
+            let low = escapes
                 .peek()
+                .filter(|next| next.as_span().start() == end)
                 .and_then(|next| next.as_str().strip_prefix("\\u"))
                 .and_then(|code| u32::from_str_radix(code, 16).ok())
                 .filter(|low| (0xDC00..0xE000).contains(low));
             if let Some(low) = low {
-                parts.next();
+                if let Some(next) = escapes.next() {
+                    cursor = next.as_span().end();
+                }
                 let scalar = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00);
                 out.push(char::from_u32(scalar).unwrap_or('\u{FFFD}'));
                 continue;
@@ -105,6 +110,7 @@ fn decode_json_string(pair: Pair<'_, Rule>) -> String {
         }
         out.push(char::from_u32(unit).unwrap_or('\u{FFFD}'));
     }
+    out.push_str(input.get(cursor..string_end).unwrap_or(""));
     out
 }
 
@@ -144,15 +150,11 @@ pub(crate) fn name_val(rest: &str, words: &[&str], key: &str) -> Result<Vec<Stri
         return Ok(Vec::new());
     };
     if !first.contains('=') {
-        let Some(cut) = rest.find(is_field_blank) else {
+        let Some((name, value)) = rest.split_once(is_field_blank) else {
             return Err(Error::new(0, format!("{key} must have two arguments")));
         };
-        let value = rest[cut..].trim_start_matches(is_field_blank);
-        return Ok(vec![
-            rest[..cut].to_owned(),
-            value.to_owned(),
-            String::new(),
-        ]);
+        let value = value.trim_start_matches(is_field_blank);
+        return Ok(vec![name.to_owned(), value.to_owned(), String::new()]);
     }
     let mut triples = Vec::with_capacity(words.len() * 3);
     for &word in words {

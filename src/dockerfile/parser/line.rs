@@ -62,7 +62,8 @@ impl<'a> Parts<'a> {
                     }
                     parts.flags.push(value);
                 }
-                Rule::rest => {
+                Rule::rest => parts.rest = pair.as_str().trim(),
+                Rule::json_rest => {
                     parts.rest = pair.as_str().trim();
                     parts.json = pair
                         .into_inner()
@@ -113,7 +114,7 @@ pub(crate) fn build_from_parts(
     escape: char,
     depth: usize,
 ) -> Result<Node, Error> {
-    let keyword = parts.keyword.to_lowercase();
+    let keyword = crate::dockerfile::dump::go_to_lower(parts.keyword);
     let rest = parts.rest;
     let mut node = Node {
         flags: std::mem::take(&mut parts.flags),
@@ -130,13 +131,7 @@ pub(crate) fn build_from_parts(
         },
         "run" | "cmd" | "entrypoint" | "shell" => {
             if !rest.is_empty() {
-                match parts.json_array()? {
-                    Some(list) => {
-                        node.args = list;
-                        node.json = true;
-                    }
-                    None => node.args.push(rest.to_owned()),
-                }
+                exec_or_shell(&mut node, parts.json_array()?, rest);
             }
         }
         "arg" => node.args = parts.words(escape).into_iter().map(str::to_owned).collect(),
@@ -147,9 +142,12 @@ pub(crate) fn build_from_parts(
             // The first word (CMD, NONE, or anything: it is not checked here),
             // then the command as for CMD.
             if !rest.is_empty() {
-                let cut = rest.find(char::is_whitespace).unwrap_or(rest.len());
-                node.args.push(rest[..cut].to_owned());
-                maybe_json(&mut node, rest[cut..].trim_start())?;
+                let (kind, command) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+                node.args.push(kind.to_owned());
+                let command = command.trim_start();
+                if !command.is_empty() {
+                    exec_or_shell(&mut node, parse_json_array(command)?, command);
+                }
             }
         }
         "maintainer" | "stopsignal" | "user" | "workdir" => {
@@ -173,37 +171,48 @@ pub(crate) fn build_from_parts(
     Ok(node)
 }
 
-/// BuildKit's `parseMaybeJSON`: the exec form, or the whole rest as one argument.
-fn maybe_json(node: &mut Node, rest: &str) -> Result<(), Error> {
-    if rest.is_empty() {
-        return Ok(());
-    }
-    match parse_json_array(rest)? {
+/// BuildKit's `parseMaybeJSON`: the exec form, or else the whole rest as one
+/// argument.
+fn exec_or_shell(node: &mut Node, exec: Option<Vec<String>>, rest: &str) {
+    match exec {
         Some(list) => {
             node.args.extend(list);
             node.json = true;
         }
         None => node.args.push(rest.to_owned()),
     }
-    Ok(())
 }
 
-/// The value of one `flag` pair: quotes removed, escapes applied.
+/// The value of one `flag` pair: quotes removed, escapes applied. Plain
+/// text has no pair of its own: it is what lies between the inner pairs.
 fn flag_value(pair: Pair<'_, Rule>) -> String {
-    let mut value = String::with_capacity(pair.as_str().len());
-    push_flag_parts(pair, &mut value);
+    let span = pair.as_span();
+    let input = span.get_input();
+    let mut value = String::with_capacity(span.end() - span.start());
+    let mut cursor = span.start();
+    for part in pair.into_inner() {
+        let (start, end) = (part.as_span().start(), part.as_span().end());
+        value.push_str(input.get(cursor..start).unwrap_or(""));
+        match part.as_rule() {
+            Rule::flag_escaped | Rule::flag_single | Rule::flag_double => {
+                push_quoted_parts(part, &mut value)
+            }
+            _ => {}
+        }
+        cursor = end;
+    }
+    value.push_str(input.get(cursor..span.end()).unwrap_or(""));
     value
 }
 
-fn push_flag_parts(pair: Pair<'_, Rule>, value: &mut String) {
+/// Inside quotes (and escapes) every piece of text has a pair.
+fn push_quoted_parts(pair: Pair<'_, Rule>, value: &mut String) {
     for part in pair.into_inner() {
         match part.as_rule() {
-            Rule::flag_text
-            | Rule::flag_sq_text
-            | Rule::flag_dq_text
-            | Rule::flag_other
-            | Rule::escaped_char => value.push_str(part.as_str()),
-            _ => push_flag_parts(part, value),
+            Rule::flag_sq_text | Rule::flag_dq_text | Rule::flag_other | Rule::escaped_char => {
+                value.push_str(part.as_str())
+            }
+            _ => push_quoted_parts(part, value),
         }
     }
 }

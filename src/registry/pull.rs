@@ -386,11 +386,16 @@ struct TeeReader<'a, R> {
     inner: R,
     copy: Option<&'a mut BlobWriter>,
     hasher: Sha256Hasher,
+    /// Whether reading the network failed (worth a retry), as opposed to decompressing.
+    read_failed: bool,
 }
 
 impl<R: Read> Read for TeeReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self
+            .inner
+            .read(buf)
+            .inspect_err(|_| self.read_failed = true)?;
         let got = buf.get(..n).unwrap_or_default();
         self.hasher.update(got);
         if let Some(w) = self.copy.as_mut() {
@@ -465,17 +470,36 @@ fn download_layer_once(
         inner: io::BufReader::with_capacity(1 << 20, resp.into_reader()),
         copy: compressed.as_mut(),
         hasher: Sha256Hasher::new(),
+        read_failed: false,
     };
-    let kind = {
-        let (kind, mut plain) = decompressing_reader(&mut tee).map_err(io_failure)?;
-        io::copy(&mut plain, &mut uncompressed).map_err(io_failure)?;
-        kind
-    };
-    // Whatever follows the end of the compressed stream is part of the blob's digest.
+    let decoded = decompressing_reader(&mut tee).and_then(|(kind, mut plain)| {
+        io::copy(&mut plain, &mut uncompressed)?;
+        Ok(kind)
+    });
+    if tee.read_failed {
+        return Err(io_failure(
+            decoded
+                .err()
+                .unwrap_or_else(|| io::Error::other("read failed")),
+        ));
+    }
+    // Whatever follows the end of the compressed stream is part of the blob's digest; after
+    // a decompression error the rest is read too, so corrupt content is reported as such.
     io::copy(&mut tee, &mut io::sink()).map_err(io_failure)?;
     let size = tee.hasher.len();
     let actual = tee.hasher.finish();
-    if actual != desc.digest || size != desc.size {
+    let mismatch = actual != desc.digest || size != desc.size;
+    let kind = match decoded {
+        Ok(kind) => kind,
+        Err(e) if !mismatch => {
+            return Err(RegistryError::Invalid {
+                host: client.registry.clone(),
+                message: format!("layer {} does not decompress: {e}", desc.digest),
+            })
+        }
+        Err(_) => DetectedCompression::None,
+    };
+    if mismatch {
         return Err(RegistryError::DigestMismatch {
             what: format!(
                 "layer {} from {} ({size} bytes, {} announced)",

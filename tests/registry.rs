@@ -230,7 +230,12 @@ fn push_is_read_by_skopeo_pull_gets_the_same_image_and_repush_only_heads() {
         "{err}"
     );
     let err = kiln_fails(&k3, &["pull", &format!("{}/no/such", reg.host())]);
-    assert!(err.contains("not found on"), "{err}");
+    assert!(
+        err.contains("no/such") && err.contains("not found on"),
+        "{err}"
+    );
+    let err = kiln_fails(&k3, &["pull", "--platform", "linux/s390x", &name]);
+    assert!(err.contains("no image for platform linux/s390x"), "{err}");
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -473,4 +478,43 @@ fn login_and_logout_against_an_htpasswd_registry() {
         err.contains("\"kiln\"") && err.contains("config.json"),
         "{err}"
     );
+}
+
+#[test]
+fn big_layers_go_up_in_chunks_and_come_back_intact() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    // 80 MiB of noise: gzip cannot shrink it under the 64 MiB monolithic limit.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = Vec::with_capacity(80 << 20);
+    while noise.len() < 80 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(root.join("noise"), &noise).unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&root)
+        .arg("."));
+    let name = format!("{}/big/noise:1", reg.host());
+    let k1 = Kiln::new();
+    k1.ok(&["import", tar.to_str().unwrap(), &name]);
+    k1.ok(&["push", &name]);
+    let methods = reg.methods();
+    assert!(
+        methods.iter().filter(|m| *m == "PATCH").count() >= 2,
+        "{methods:?}"
+    );
+    let k2 = Kiln::new();
+    k2.ok(&["pull", &name]);
+    assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
 }

@@ -73,7 +73,8 @@ pub fn pull(
 
     let top = fetch_manifest(&client, &tag_or_digest, &shown, reference.digest())?;
     let remote_digest = top.digest.clone();
-    let manifest_doc = if media::is_index(&top.media_type) {
+    let from_index = media::is_index(&top.media_type);
+    let manifest_doc = if from_index {
         let index: Index =
             serde_json::from_slice(&top.bytes).map_err(|e| RegistryError::Invalid {
                 host: client.registry.clone(),
@@ -124,6 +125,21 @@ pub fn pull(
         host: client.registry.clone(),
         message: format!("config of {shown}: {e}"),
     })?;
+    // A single-platform image must be the platform asked for (docker's rule); without
+    // --platform it is taken whatever it is.
+    if let (false, Some(p)) = (from_index, platform) {
+        let have = config.platform();
+        if have.os != p.os
+            || have.architecture != p.architecture
+            || (p.variant.is_some() && have.variant != p.variant)
+        {
+            return Err(RegistryError::NoPlatform {
+                reference: shown,
+                platform: p.to_string(),
+                available: have.to_string(),
+            });
+        }
+    }
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(RegistryError::Invalid {
             host: client.registry.clone(),
@@ -254,13 +270,15 @@ fn fetch_manifest(
     match resp.status() {
         200 => {}
         404 => {
+            let what = if super::client::error_message(resp).contains("NAME_UNKNOWN") {
+                format!("repository {}", client.repository)
+            } else {
+                format!("manifest for {shown}")
+            };
             return Err(RegistryError::NotFound {
                 host: client.registry.clone(),
-                what: format!(
-                    "{shown} (manifest unknown: {})",
-                    super::client::error_message(resp)
-                ),
-            })
+                what,
+            });
         }
         _ => return Err(client.http_error(&op, resp)),
     }

@@ -11,4 +11,5 @@ pub mod image;
 pub mod layer;
 pub mod plan;
 pub mod progress;
+pub mod registry;
 pub mod store;

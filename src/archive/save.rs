@@ -10,13 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::{io_err, ArchiveError, Result};
 use super::{Tee, ANNOTATION_CONTAINERD_NAME};
 use crate::image::{media, Descriptor, Digest, ImageConfig, Index, Manifest, Platform, Reference};
-use crate::layer::{compress_file, decompressing_reader, Compression};
+use crate::layer::{decompressing_reader, Compression};
 use crate::store::{ImageRecord, Store};
 
 /// The kind of archive `save` writes.
@@ -77,14 +76,6 @@ struct Selected {
     manifest: Manifest,
     config: ImageConfig,
     names: Vec<Reference>,
-}
-
-/// The store name of a compression algorithm, as used by compressed-variant records.
-fn algo_name(c: Compression) -> &'static str {
-    match c {
-        Compression::Gzip { .. } => "gzip",
-        Compression::Zstd { .. } => "zstd",
-    }
 }
 
 /// Writes the images that `queries` name (as for [`Store::resolve`]) to `dest`, atomically:
@@ -189,52 +180,12 @@ fn compressed_layers(
     selected: &[Selected],
     opts: &SaveOptions,
 ) -> Result<(BTreeMap<Digest, Descriptor>, usize)> {
-    let algo = algo_name(opts.compression);
-    let media_type = match opts.compression {
-        Compression::Gzip { .. } => media::OCI_LAYER_TAR_GZIP,
-        Compression::Zstd { .. } => media::OCI_LAYER_TAR_ZSTD,
-    };
-    let wanted: BTreeSet<Digest> = selected
+    let wanted = selected
         .iter()
         .flat_map(|s| &s.manifest.layers)
         .filter(|l| media::is_uncompressed_layer(&l.media_type))
-        .map(|l| l.digest.clone())
-        .collect();
-    let mut done = BTreeMap::new();
-    let mut todo = Vec::new();
-    for diff_id in wanted {
-        match store.compressed_get(&diff_id, algo)? {
-            Some(d) => {
-                done.insert(diff_id, Descriptor::new(media_type, d.digest, d.size));
-            }
-            None => todo.push(diff_id),
-        }
-    }
-    let made = todo.len();
-    // Layers compress side by side; each also splits its own work when there are few.
-    let per_layer = (opts.threads.max(1) / made.max(1)).max(1);
-    let results: Vec<Result<(Digest, Descriptor)>> = todo
-        .into_par_iter()
-        .map(|diff_id| {
-            let writer = store.blob_writer()?;
-            let (writer, digested) = compress_file(
-                &store.blob_path(&diff_id),
-                opts.compression,
-                per_layer,
-                writer,
-            )?;
-            let digest = Digest::from_sha256_bytes(&digested.digest.0);
-            let info = writer.commit(Some(&digest))?;
-            let desc = Descriptor::new(media_type, info.digest, info.size);
-            store.compressed_put(&diff_id, algo, &desc)?;
-            Ok((diff_id, desc))
-        })
-        .collect();
-    for r in results {
-        let (diff_id, desc) = r?;
-        done.insert(diff_id, desc);
-    }
-    Ok((done, made))
+        .map(|l| l.digest.clone());
+    store.compress_layers(wanted, opts.compression, opts.threads)
 }
 
 /// Where a blob of the archive comes from.

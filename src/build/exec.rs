@@ -345,18 +345,29 @@ impl Build<'_> {
 
     /// An image from the store, as a stage state.
     fn image_state(&self, reference: &str, line: usize) -> Result<(State, Digest), BuildError> {
-        let not_found = || {
-            BuildError::At {
+        let at = |message: String| BuildError::At {
             file: self.file(),
             line,
-            message: format!(
-                "{reference}: not in the local store (kiln pull arrives with registry support; use kiln import or kiln load)"
-            ),
-        }
+            message: format!("{reference}: {message}"),
         };
         let record = match self.store.resolve(reference) {
             Ok(r) => r,
-            Err(crate::store::StoreError::ImageNotFound(_)) => return Err(not_found()),
+            // Not in the store: pull it, as docker does for FROM.
+            Err(crate::store::StoreError::ImageNotFound(_)) => {
+                let name = crate::image::Reference::parse(reference).map_err(|e| {
+                    at(format!(
+                        "not in the local store, and not a name to pull: {e}"
+                    ))
+                })?;
+                let opts = crate::registry::RegistryOptions::from_env();
+                let pulled = crate::registry::pull(self.store, &name, None, &opts, self.reporter)
+                    .map_err(|e| {
+                    at(format!(
+                        "not in the local store, and pulling it failed: {e}"
+                    ))
+                })?;
+                self.store.resolve(pulled.id.as_str())?
+            }
             Err(e) => return Err(e.into()),
         };
         let manifest = self.store.read_manifest(&record.manifest.digest)?;

@@ -5,6 +5,7 @@ mod args;
 mod build;
 mod debug;
 mod images;
+mod registry;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ enum Command {
     Debug(debug::DebugCommand),
     #[command(flatten)]
     Image(images::ImageCommand),
+    #[command(flatten)]
+    Registry(registry::RegistryCommand),
 }
 
 fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
             .and_then(|s| build::run(&s, args))
             .map(|()| ExitCode::SUCCESS),
         Command::Image(cmd) => open_store(cli.root).and_then(|s| images::run(&s, cmd)),
+        Command::Registry(cmd) => registry::run(cli.root, cmd).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,7 @@ mod lease;
 mod lock;
 mod meta;
 mod snapshots;
+mod variants;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -60,6 +61,7 @@ pub use gc::{GcOptions, GcReport, RemoveReport};
 pub use images::ImageRecord;
 pub use lease::Lease;
 pub use lock::FileLock;
+pub use variants::{compressed_layer_media_type, compression_name};
 
 use crate::image::{Digest, Index};
 use error::io_err;

@@ -1,0 +1,292 @@
+//! `kiln push`: an image of the store to a registry. Layers go up gzip-compressed (the
+//! compressed variants are cached in the store); each blob is HEADed first and only uploaded
+//! when missing; the manifest goes last. When the registry's tag already names the exact
+//! manifest, the push is a single HEAD.
+
+use std::collections::BTreeMap;
+
+use super::client::{Body, Client};
+use super::error::{RegistryError, Result};
+use super::pull::run_parallel;
+use super::RegistryOptions;
+use crate::image::{media, Descriptor, Digest, Manifest, Reference};
+use crate::layer::Compression;
+use crate::progress::{Event, Reporter};
+use crate::store::Store;
+
+/// Blobs up to this size go in one PUT; bigger ones in PATCH chunks of this size.
+pub(crate) const CHUNK: u64 = 64 << 20;
+
+/// What `push` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub reference: Reference,
+    /// The digest and size of the manifest as the registry holds it.
+    pub digest: Digest,
+    pub size: u64,
+    /// Blobs uploaded, and blobs the registry already had.
+    pub uploaded: usize,
+    pub skipped: usize,
+}
+
+/// Pushes the image `source` names (as for [`Store::resolve`]) to `dest`, or to `source`
+/// itself when it is a name.
+pub fn push(
+    store: &Store,
+    source: &str,
+    dest: Option<&Reference>,
+    opts: &RegistryOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    let record = store.resolve(source)?;
+    let dest = match dest {
+        Some(d) => d.clone(),
+        None => Reference::parse(source).map_err(|e| {
+            RegistryError::Usage(format!(
+                "{source:?} is not a name to push to ({e}); give a destination: kiln push {source} REGISTRY/NAME[:TAG]"
+            ))
+        })?,
+    };
+    let stored = store.read_manifest(&record.manifest.digest)?;
+    let manifest = remote_manifest(store, &stored)?;
+    let bytes = manifest
+        .to_json()
+        .map_err(|e| RegistryError::Usage(e.to_string()))?;
+    let digest = Digest::sha256_of(&bytes);
+    let size = bytes.len() as u64;
+    let reference_in_registry = match (dest.tag(), dest.digest()) {
+        (Some(t), _) => t.to_string(),
+        (None, Some(d)) => {
+            if *d != digest {
+                return Err(RegistryError::Usage(format!(
+                    "{dest}: the image's manifest would have digest {digest}, not the one named"
+                )));
+            }
+            d.to_string()
+        }
+        (None, None) => crate::image::reference::DEFAULT_TAG.to_string(),
+    };
+    let client = Client::new(dest.registry(), dest.repository(), true, opts)?;
+    reporter.event(Event::Message(&format!(
+        "The push refers to repository [{}]",
+        dest.name()
+    )));
+
+    let done = |uploaded, skipped| {
+        reporter.event(Event::Message(&format!(
+            "{reference_in_registry}: digest: {digest} size: {size}"
+        )));
+        Ok(Pushed {
+            reference: dest.clone(),
+            digest: digest.clone(),
+            size,
+            uploaded,
+            skipped,
+        })
+    };
+
+    // The registry may already hold this very manifest under the tag: nothing to send.
+    let op = format!("pushing {}", dest.familiar());
+    let head = client.request(
+        "HEAD",
+        &client.url(&format!("manifests/{reference_in_registry}")),
+        &[("Accept", manifest_media_type(&manifest))],
+        &Body::Empty,
+        &op,
+    )?;
+    if head.status() == 200 && head.header("Docker-Content-Digest") == Some(digest.as_str()) {
+        let n = manifest.layers.len() + 1;
+        return done(0, n);
+    }
+
+    let blobs: Vec<&Descriptor> = manifest
+        .layers
+        .iter()
+        .chain(std::iter::once(&manifest.config))
+        .collect();
+    let uploaded = std::sync::atomic::AtomicUsize::new(0);
+    run_parallel(opts.threads, &blobs, |desc| {
+        if blob_exists(&client, desc, &op)? {
+            reporter.event(Event::Message(&format!(
+                "{}: Layer already exists",
+                desc.digest.short()
+            )));
+            return Ok(());
+        }
+        upload_blob(&client, store, desc, &op)?;
+        uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        reporter.event(Event::Message(&format!("{}: Pushed", desc.digest.short())));
+        Ok(())
+    })?;
+    let uploaded = uploaded.into_inner();
+
+    let resp = client.request(
+        "PUT",
+        &client.url(&format!("manifests/{reference_in_registry}")),
+        &[("Content-Type", manifest_media_type(&manifest))],
+        &Body::Bytes(&bytes),
+        &op,
+    )?;
+    if resp.status() != 201 && resp.status() != 200 {
+        return Err(client.http_error(&format!("{op}: uploading the manifest"), resp));
+    }
+    if let Some(got) = resp.header("Docker-Content-Digest") {
+        if got != digest.as_str() {
+            return Err(RegistryError::Invalid {
+                host: client.registry.clone(),
+                message: format!("the registry stored the manifest as {got}, kiln sent {digest}"),
+            });
+        }
+    }
+    done(uploaded, blobs.len() - uploaded)
+}
+
+fn manifest_media_type(m: &Manifest) -> &str {
+    m.media_type.as_deref().unwrap_or(media::OCI_MANIFEST)
+}
+
+/// The manifest the registry gets: OCI, config as stored, layers gzip-compressed (made and
+/// cached in the store when needed; layers already compressed are sent as they are).
+fn remote_manifest(store: &Store, stored: &Manifest) -> Result<Manifest> {
+    let uncompressed = stored
+        .layers
+        .iter()
+        .filter(|l| media::is_uncompressed_layer(&l.media_type))
+        .map(|l| l.digest.clone());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (compressed, _): (BTreeMap<Digest, Descriptor>, usize) = store
+        .compress_layers::<RegistryError>(uncompressed, Compression::Gzip { level: 6 }, threads)?;
+    let mut layers = Vec::new();
+    for l in &stored.layers {
+        let mut desc = match compressed.get(&l.digest) {
+            Some(c) => c.clone(),
+            None => {
+                let mut d = l.clone();
+                // Docker's media types name the same bytes; an OCI manifest wants OCI's.
+                d.media_type = match d.media_type.as_str() {
+                    media::DOCKER_LAYER_GZIP => media::OCI_LAYER_TAR_GZIP.to_string(),
+                    "application/vnd.docker.image.rootfs.diff.tar" => {
+                        media::OCI_LAYER_TAR.to_string()
+                    }
+                    other => other.to_string(),
+                };
+                d
+            }
+        };
+        desc.annotations = l.annotations.clone();
+        layers.push(desc);
+    }
+    let mut config = stored.config.clone();
+    config.media_type = media::OCI_CONFIG.to_string();
+    let mut m = Manifest::new(config, layers);
+    m.annotations = stored.annotations.clone();
+    Ok(m)
+}
+
+fn blob_exists(client: &Client, desc: &Descriptor, op: &str) -> Result<bool> {
+    let resp = client.request(
+        "HEAD",
+        &client.url(&format!("blobs/{}", desc.digest)),
+        &[],
+        &Body::Empty,
+        op,
+    )?;
+    match resp.status() {
+        200 => Ok(true),
+        404 => Ok(false),
+        _ => Err(client.http_error(&format!("{op}: checking blob {}", desc.digest), resp)),
+    }
+}
+
+fn with_query(url: &str, kv: &str) -> String {
+    if url.contains('?') {
+        format!("{url}&{kv}")
+    } else {
+        format!("{url}?{kv}")
+    }
+}
+
+fn upload_blob(client: &Client, store: &Store, desc: &Descriptor, op: &str) -> Result<()> {
+    let path = store.blob_path(&desc.digest);
+    let size = store.blob_size(&desc.digest)?;
+    if size != desc.size {
+        return Err(RegistryError::Invalid {
+            host: "the local store".to_string(),
+            message: format!(
+                "blob {} has {size} bytes, its descriptor says {}",
+                desc.digest, desc.size
+            ),
+        });
+    }
+    let what = format!("{op}: uploading blob {}", desc.digest);
+    let resp = client.request(
+        "POST",
+        &client.url("blobs/uploads/"),
+        &[("Content-Length", "0")],
+        &Body::Empty,
+        op,
+    )?;
+    if resp.status() != 202 {
+        return Err(client.http_error(&what, resp));
+    }
+    let mut location = location_of(client, &resp)?;
+    let digest_q = format!("digest={}", desc.digest);
+    let final_resp = if size <= CHUNK {
+        client.request(
+            "PUT",
+            &with_query(&location, &digest_q),
+            &[("Content-Type", "application/octet-stream")],
+            &Body::File {
+                path: &path,
+                offset: 0,
+                len: size,
+            },
+            op,
+        )?
+    } else {
+        let mut offset = 0;
+        while offset < size {
+            let len = CHUNK.min(size - offset);
+            let range = format!("{offset}-{}", offset + len - 1);
+            let resp = client.request(
+                "PATCH",
+                &location,
+                &[
+                    ("Content-Type", "application/octet-stream"),
+                    ("Content-Range", &range),
+                ],
+                &Body::File {
+                    path: &path,
+                    offset,
+                    len,
+                },
+                op,
+            )?;
+            if resp.status() != 202 {
+                return Err(client.http_error(&what, resp));
+            }
+            location = location_of(client, &resp)?;
+            offset += len;
+        }
+        client.request(
+            "PUT",
+            &with_query(&location, &digest_q),
+            &[("Content-Length", "0")],
+            &Body::Empty,
+            op,
+        )?
+    };
+    if final_resp.status() != 201 {
+        return Err(client.http_error(&what, final_resp));
+    }
+    Ok(())
+}
+
+fn location_of(client: &Client, resp: &ureq::Response) -> Result<String> {
+    resp.header("Location")
+        .map(|l| client.resolve_location(l))
+        .ok_or_else(|| RegistryError::Invalid {
+            host: client.registry.clone(),
+            message: "an upload answer without Location".to_string(),
+        })
+}

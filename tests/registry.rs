@@ -1,0 +1,520 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! kiln against a real registry: Debian's docker-registry (the CNCF distribution server) on a
+//! free loopback port, checked with skopeo. Nothing here leaves the machine.
+
+mod common;
+
+use common::{context, have, run, Kiln};
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A registry process with its own storage and log; killed when dropped.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn registry_bin() -> Option<PathBuf> {
+    if Path::new("/usr/bin/docker-registry").exists() {
+        return Some(PathBuf::from("/usr/bin/docker-registry"));
+    }
+    have("docker-registry").then(|| PathBuf::from("docker-registry"))
+}
+
+impl Registry {
+    /// Starts a registry; with `htpasswd`, one that wants basic auth for that user.
+    fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
+        let bin = registry_bin()?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = htpasswd {
+            if !have("htpasswd") {
+                return None;
+            }
+            let file = dir.path().join("htpasswd");
+            run(Command::new("htpasswd")
+                .arg("-Bbc")
+                .arg(&file)
+                .arg(user)
+                .arg(pass));
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let reg = Registry { child, port, dir };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "registry did not start:\n{}",
+                reg.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(reg)
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// The HTTP methods of the access log, in order.
+    fn methods(&self) -> Vec<String> {
+        let log = self.log();
+        let mut out = Vec::new();
+        for line in log.lines() {
+            for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
+                if line.contains(&format!("\"{m} /v2/")) {
+                    out.push(m.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The stored file of a blob.
+    fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kiln_fails(k: &Kiln, args: &[&str]) -> String {
+    let out = k.cmd().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "kiln {args:?} should fail:\n{err}"
+    );
+    err
+}
+
+fn image_id(k: &Kiln, reference: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", reference])).unwrap();
+    v[0]["Id"].as_str().unwrap().to_string()
+}
+
+fn skopeo_json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&run(Command::new("skopeo").args(args))).unwrap()
+}
+
+fn store_blobs(k: &Kiln) -> usize {
+    std::fs::read_dir(k.root().join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn push_is_read_by_skopeo_pull_gets_the_same_image_and_repush_only_heads() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let name = format!("{}/t/busybox:1", reg.host());
+    let k1 = Kiln::new();
+    k1.import_busybox(&name);
+    let out = k1.ok(&["push", &name]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("1: digest: sha256:"))
+        .unwrap_or_else(|| panic!("no digest line in:\n{out}"));
+    let digest = line.split(' ').nth(2).unwrap().to_string();
+    let size: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+
+    if have("skopeo") {
+        let url = format!("docker://{name}");
+        let info = skopeo_json(&["inspect", "--tls-verify=false", &url]);
+        assert_eq!(info["Digest"], digest.as_str());
+        let raw =
+            run(Command::new("skopeo").args(["inspect", "--tls-verify=false", "--raw", &url]));
+        assert_eq!(raw.len() as u64, size);
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+        let config = run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--config",
+            "--raw",
+            &url,
+        ]));
+        let config_digest = format!("sha256:{}", sha256_hex(config.as_bytes()));
+        assert_eq!(config_digest, image_id(&k1, &name));
+        // skopeo copies it back out (every blob verified by skopeo).
+        let dest = tempfile::tempdir().unwrap();
+        run(Command::new("skopeo").args([
+            "copy",
+            "--src-tls-verify=false",
+            &url,
+            &format!("oci:{}:x", dest.path().display()),
+        ]));
+    }
+
+    // Re-push: the registry already has the manifest under the tag; only HEAD requests.
+    let before = reg.methods().len();
+    let again = k1.ok(&["push", &name]);
+    assert!(again.contains(&digest), "{again}");
+    let new: Vec<String> = reg.methods().split_off(before);
+    assert!(!new.is_empty(), "no requests logged:\n{}", reg.log());
+    assert!(new.iter().all(|m| m == "HEAD"), "re-push sent {new:?}");
+
+    // Pull into an empty store: same image ID; the layers are stored uncompressed.
+    let k2 = Kiln::new();
+    let pulled = k2.ok(&["pull", &name]);
+    assert!(pulled.contains("Pull complete"), "{pulled}");
+    assert!(pulled.trim_end().ends_with(&name), "{pulled}");
+    assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
+    let before = reg.methods().len();
+    let up_to_date = k2.ok(&["pull", &name]);
+    assert!(up_to_date.contains("Image is up to date"), "{up_to_date}");
+    let new = reg.methods().split_off(before);
+    assert_eq!(new.iter().filter(|m| *m == "GET").count(), 2, "{new:?}");
+
+    // Push under another name from the pulled store: the gzip blobs kept from the pull are
+    // sent as they are, so the manifest is the very one pushed from the first store.
+    let other = format!("{}/t/copy:2", reg.host());
+    let out = k2.ok(&["push", &name, &other]);
+    assert!(out.contains(&format!("2: digest: {digest}")), "{out}");
+
+    // Errors: unknown tag, unknown repository, unreachable registry.
+    let k3 = Kiln::new();
+    let err = kiln_fails(&k3, &["pull", &format!("{}/t/busybox:nope", reg.host())]);
+    assert!(
+        err.contains("not found on") && err.contains("busybox:nope"),
+        "{err}"
+    );
+    let err = kiln_fails(&k3, &["pull", &format!("{}/no/such", reg.host())]);
+    assert!(
+        err.contains("no/such") && err.contains("not found on"),
+        "{err}"
+    );
+    let err = kiln_fails(&k3, &["pull", "--platform", "linux/s390x", &name]);
+    assert!(err.contains("no image for platform linux/s390x"), "{err}");
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = kiln_fails(&k3, &["pull", &format!("127.0.0.1:{closed}/a/b")]);
+    assert!(
+        err.contains(&format!("127.0.0.1:{closed}")) && err.contains("unreachable"),
+        "{err}"
+    );
+    let err = kiln_fails(&k3, &["push", "nosuch:1"]);
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(store_blobs(&k3), 0);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn build_from_a_registry_image_into_an_empty_store() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let base = format!("{}/t/base:1", reg.host());
+    let k1 = Kiln::new();
+    k1.import_busybox(&base);
+    k1.ok(&["push", &base]);
+
+    let k2 = Kiln::new();
+    let ctx = context(&[
+        ("Dockerfile", &format!("FROM {base}\nCOPY f /f\n")),
+        ("f", "hello"),
+    ]);
+    let out = k2
+        .cmd()
+        .args(["build", "--progress=plain", "-t", "app:1"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The base was pulled into the store, with its registry image ID.
+    assert_eq!(image_id(&k2, &base), image_id(&k1, &base));
+    let v: serde_json::Value = serde_json::from_str(&k2.ok(&["inspect", "app:1"])).unwrap();
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2, "{v}");
+}
+
+#[test]
+fn image_pushed_by_skopeo_is_pulled_by_kiln_with_platform_choice_and_digest_checks() {
+    if !have("skopeo") {
+        return;
+    }
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let k1 = Kiln::new();
+    k1.import_busybox("bb:1");
+    let id = image_id(&k1, "bb:1");
+    // The kiln store is an OCI layout; skopeo compresses the layers on the way.
+    let url = format!("docker://{}/sk/bb:2", reg.host());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress",
+        &format!("oci:{}:docker.io/library/bb:1", k1.root().display()),
+        &url,
+    ]));
+    let k2 = Kiln::new();
+    let name = format!("{}/sk/bb:2", reg.host());
+    k2.ok(&["pull", &name]);
+    assert_eq!(image_id(&k2, &name), id);
+
+    // An index over it: the host's platform is chosen; a missing platform is an error.
+    let raw = run(Command::new("skopeo").args(["inspect", "--tls-verify=false", "--raw", &url]));
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let arch = kiln_host_arch();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": m["mediaType"], "digest": format!("sha256:{}", sha256_hex(raw.as_bytes())),
+             "size": raw.len(), "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": m["mediaType"], "digest": format!("sha256:{}", sha256_hex(raw.as_bytes())),
+             "size": raw.len(), "platform": {"os": "linux", "architecture": arch}},
+        ]
+    });
+    put_manifest(
+        &reg,
+        "sk/bb",
+        "multi",
+        "application/vnd.oci.image.index.v1+json",
+        &index.to_string(),
+    );
+    let k3 = Kiln::new();
+    let multi = format!("{}/sk/bb:multi", reg.host());
+    k3.ok(&["pull", &multi]);
+    assert_eq!(image_id(&k3, &multi), id);
+    let err = kiln_fails(&k3, &["pull", "--platform", "linux/riscv64", &multi]);
+    assert!(err.contains("no image for platform linux/riscv64"), "{err}");
+    assert!(err.contains("linux/s390x"), "{err}");
+
+    // A layer whose bytes do not match its digest: rejected, nothing stored.
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    let data = reg.blob_data(layer);
+    let mut bytes = std::fs::read(&data).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let k4 = Kiln::new();
+    let err = kiln_fails(&k4, &["pull", &name]);
+    assert!(err.contains("digest mismatch"), "{err}");
+    assert_eq!(store_blobs(&k4), 0, "a rejected pull left blobs");
+    let images = k4.ok(&["images", "-q"]);
+    assert!(images.trim().is_empty(), "{images}");
+}
+
+fn kiln_host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// PUTs a manifest with a raw HTTP/1.1 request (no client library between the test and the
+/// registry).
+fn put_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &str) {
+    let mut s = TcpStream::connect(("127.0.0.1", reg.port)).unwrap();
+    write!(
+        s,
+        "PUT /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nContent-Type: {media_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reg.host(),
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+}
+
+#[test]
+fn login_and_logout_against_an_htpasswd_registry() {
+    let Some(reg) = Registry::start(Some(("kiln", "right-pass"))) else {
+        return;
+    };
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    let k = Kiln::new();
+    let with_config = |args: &[&str], stdin: Option<&str>| {
+        let mut c = k.cmd();
+        c.env("DOCKER_CONFIG", config_dir.path()).args(args);
+        if let Some(s) = stdin {
+            c.write_stdin(s.to_string());
+        }
+        c.output().unwrap()
+    };
+    let name = format!("{}/private/bb:1", reg.host());
+    k.import_busybox(&name);
+
+    // Anonymous push: refused, and the error says what was tried and what to do.
+    let out = with_config(&["push", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Unauthorized") && err.contains("anonymously"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("kiln login {}", reg.host())), "{err}");
+
+    // A wrong password: refused, nothing written.
+    let out = with_config(
+        &["login", "-u", "kiln", "--password-stdin", &reg.host()],
+        Some("wrong-pass\n"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("incorrect username or password"), "{err}");
+    assert!(!config.exists());
+
+    // The right one: written 0600, then push and pull work.
+    let out = with_config(
+        &["login", "-u", "kiln", "--password-stdin", &reg.host()],
+        Some("right-pass\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Login Succeeded"));
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert!(v["auths"][reg.host()]["auth"].is_string(), "{v}");
+    let out = with_config(&["push", &name], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let k2 = Kiln::new();
+    let out = k2
+        .cmd()
+        .env("DOCKER_CONFIG", config_dir.path())
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Stored credentials that have gone wrong: the error names the user and the file.
+    let out = with_config(&["logout", &reg.host()], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
+    let out = with_config(&["logout", &reg.host()], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Not logged in"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"a2lsbjpzdGFsZQ=="}}}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = with_config(&["push", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"kiln\"") && err.contains("config.json"),
+        "{err}"
+    );
+}
+
+#[test]
+fn big_layers_go_up_in_chunks_and_come_back_intact() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    // 80 MiB of noise: gzip cannot shrink it under the 64 MiB monolithic limit.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rootfs");
+    std::fs::create_dir(&root).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = Vec::with_capacity(80 << 20);
+    while noise.len() < 80 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(root.join("noise"), &noise).unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&root)
+        .arg("."));
+    let name = format!("{}/big/noise:1", reg.host());
+    let k1 = Kiln::new();
+    k1.ok(&["import", tar.to_str().unwrap(), &name]);
+    k1.ok(&["push", &name]);
+    let methods = reg.methods();
+    assert!(
+        methods.iter().filter(|m| *m == "PATCH").count() >= 2,
+        "{methods:?}"
+    );
+    let k2 = Kiln::new();
+    k2.ok(&["pull", &name]);
+    assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
+}

@@ -622,3 +622,29 @@ fn entrypoint_cmd_and_shell_combine_as_in_docker() {
         serde_json::json!(["/bin/ash", "-eo", "pipefail", "-c"])
     );
 }
+
+#[test]
+fn a_changed_base_image_is_named_at_the_from() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[("Dockerfile", "FROM busybox\nCOPY f /f\n"), ("f", "x")]);
+    build(&k, ctx.path(), &[]);
+    // The same tag, another image: imported with a clamped time, so another layer and ID.
+    let out = k
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .arg("import")
+        .arg(common::busybox_tar())
+        .arg("busybox:latest")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (_, log) = build(&k, ctx.path(), &[]);
+    assert!(
+        log.contains(
+            "[stage-0 1/2] cache miss: FROM docker.io/library/busybox:latest: base image changed"
+        ) || log.contains("cache miss: FROM busybox: base image changed"),
+        "{log}"
+    );
+    assert!(!log.contains("CACHED"), "{log}");
+}

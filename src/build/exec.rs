@@ -473,8 +473,21 @@ impl Build<'_> {
                 s
             }
         };
-        let (k, _) = kb.finish();
+        let (k, from_inputs) = kb.finish();
         st.key = k;
+        // A changed base explains every miss below it: say so once, at the FROM.
+        let mut reported_miss = false;
+        let from_identity = self.step_identity(idx, usize::MAX);
+        if let Some(before) = self.read_inputs(&from_identity) {
+            if let Some(reason) = key::miss_reason(&from_inputs, &before) {
+                self.reporter.event(Event::CacheMiss {
+                    step: &from_label,
+                    reason: &reason,
+                });
+                reported_miss = true;
+            }
+        }
+        self.write_inputs(&from_identity, &from_inputs);
         self.reporter.event(Event::StepDone {
             step: &from_label,
             elapsed: from_started.elapsed(),
@@ -505,29 +518,19 @@ impl Build<'_> {
                 .zip(stage.copy_from.iter().cloned()),
         );
         let total = 1 + steps.len();
-        let mut reported_miss = false;
         for (n, (l, from)) in steps.iter().enumerate() {
             let lab = StepLabel {
                 total,
                 ..label(n + 2, &l.original)
             };
-            let identity = blake3::hash(
-                format!(
-                    "{}\0{}\0{}\0{}",
-                    self.opts.context.display(),
-                    self.opts.dockerfile_name,
-                    idx,
-                    n
-                )
-                .as_bytes(),
-            );
+            let identity = self.step_identity(idx, n);
             let start = Instant::now();
             st = self.step(
                 st,
                 l,
                 from.as_ref(),
                 &lab,
-                identity.as_bytes(),
+                &identity,
                 &mut reported_miss,
                 start,
             )?;
@@ -686,6 +689,23 @@ impl Build<'_> {
         }
         st.key = key;
         Ok(st)
+    }
+
+    /// Which step of which build this is, across builds: the context, the Dockerfile, the
+    /// stage and the position (`usize::MAX` for the FROM). The miss report compares a step's
+    /// inputs with those recorded under the same identity last time.
+    fn step_identity(&self, stage: usize, step: usize) -> [u8; 32] {
+        *blake3::hash(
+            format!(
+                "{}\0{}\0{}\0{}",
+                self.opts.context.display(),
+                self.opts.dockerfile_name,
+                stage,
+                step
+            )
+            .as_bytes(),
+        )
+        .as_bytes()
     }
 
     fn read_inputs(&self, identity: &[u8; 32]) -> Option<Vec<Input>> {

@@ -641,9 +641,7 @@ fn a_changed_base_image_is_named_at_the_from() {
     assert!(out.status.success());
     let (_, log) = build(&k, ctx.path(), &[]);
     assert!(
-        log.contains(
-            "[stage-0 1/2] cache miss: FROM docker.io/library/busybox:latest: base image changed"
-        ) || log.contains("cache miss: FROM busybox: base image changed"),
+        log.contains("[stage-0 1/2] cache miss: FROM busybox: base image changed"),
         "{log}"
     );
     assert!(!log.contains("CACHED"), "{log}");

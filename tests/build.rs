@@ -241,7 +241,10 @@ fn bad_input_names_the_line_and_leaves_no_tag() {
             "FROM busybox\nCOPY ../x /x\n",
             "Dockerfile:2: COPY failed: \"../x\" is outside the build context",
         ),
-        ("FROM busybox\nCOPY --from=nostage /x /x\n", "Dockerfile:2"),
+        (
+            "FROM busybox\nCOPY --from=127.0.0.1:1/nostage /x /x\n",
+            "Dockerfile:2: COPY failed",
+        ),
         (
             "FROM busybox\nCOPY --chown=nobodyhere f /x\n",
             "unable to find user nobodyhere",
@@ -645,4 +648,39 @@ fn a_changed_base_image_is_named_at_the_from() {
         "{log}"
     );
     assert!(!log.contains("CACHED"), "{log}");
+}
+
+#[test]
+fn onbuild_copy_from_resolves_in_the_child_and_never_waits_forever() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let parent = context(&[(
+        "Dockerfile",
+        "FROM busybox\nONBUILD COPY --from=helper /data /data\n",
+    )]);
+    build(&k, parent.path(), &["-t", "parent:2"]);
+    // `helper` is an image here: the trigger reads it.
+    let helper = context(&[
+        ("Dockerfile", "FROM scratch\nCOPY data /data\n"),
+        ("data", "d\n"),
+    ]);
+    build(&k, helper.path(), &["-t", "helper"]);
+    let child = context(&[("Dockerfile", "FROM parent:2\n")]);
+    build(&k, child.path(), &["-t", "child:2"]);
+    if have("umoci") {
+        let d = umoci_unpack(&k, "docker.io/library/child:2");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("bundle/rootfs/data")).unwrap(),
+            "d\n"
+        );
+    }
+    // A stage of the child that nothing else needs is not run: a clear error, not a hang.
+    let child = context(&[("Dockerfile", "FROM busybox AS helper\nFROM parent:2\n")]);
+    let out = k.cmd().arg("build").arg(child.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ONBUILD trigger: COPY --from=helper names a stage"),
+        "{err}"
+    );
 }

@@ -507,7 +507,10 @@ impl Build<'_> {
             {
                 l.start_line = stage.from.start_line;
                 l.end_line = stage.from.end_line;
-                steps.push((l, None));
+                let from = self
+                    .trigger_from(idx, &l)
+                    .map_err(|e| self.step_err(&stage.from, format!("ONBUILD trigger: {e}")))?;
+                steps.push((l, from));
             }
         }
         steps.extend(
@@ -689,6 +692,30 @@ impl Build<'_> {
         }
         st.key = key;
         Ok(st)
+    }
+
+    /// Where an ONBUILD trigger's `COPY --from` reads: a stage of the child's Dockerfile
+    /// (defined before the child, and scheduled: the plan could not know the trigger), or
+    /// an image.
+    fn trigger_from(&self, idx: usize, l: &Located) -> Result<Option<plan::From>, String> {
+        let Instruction::Copy(c) = &l.instruction else {
+            return Ok(None);
+        };
+        let Some(from) = c.from.as_deref() else {
+            return Ok(None);
+        };
+        let lower = from.to_ascii_lowercase();
+        let stage = self.plan.stages.iter().position(|s| {
+            s.name.as_deref() == Some(lower.as_str()) || lower == s.index.to_string()
+        });
+        match stage {
+            Some(i) if i < idx && self.plan.needed[i] => Ok(Some(plan::From::Stage(i))),
+            Some(_) => Err(format!(
+                "COPY --from={from} names a stage this build does not run before {}",
+                self.plan.stages[idx].display()
+            )),
+            None => Ok(Some(plan::From::Image(from.to_string()))),
+        }
     }
 
     /// Which step of which build this is, across builds: the context, the Dockerfile, the

@@ -52,7 +52,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
     let tags = args
         .tags
         .iter()
-        .map(|t| Reference::parse_normalized(t).with_context(|| format!("invalid tag {t:?}")))
+        .map(|t| Reference::parse(t).with_context(|| format!("invalid tag {t:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => Some(

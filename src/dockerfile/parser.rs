@@ -492,6 +492,7 @@ mod marker_props {
         assert_eq!(names("COPY --from=x <<A /a"), Some(vec!["A".into()]));
         // Quoted flags leave the scan to the driver.
         assert_eq!(names("COPY --from='x' <<A /a"), None);
+        assert_eq!(names("RUN --x=${\u{a0}<<}"), None);
         assert_eq!(names("ENV a=<<b"), None);
     }
 

@@ -252,8 +252,13 @@ impl<'t> Walk<'t> {
         let mut node = node.map_err(locate)?;
 
         let mut offset = end;
-        if can_contain_heredoc(&node) && logical.contains("<<") {
-            for mut heredoc in heredoc::heredocs_from_line(&logical) {
+        if line::can_contain_heredoc(&node) && logical.contains("<<") {
+            // The markers may already be known from the pass.
+            let declared = match std::mem::take(&mut node.heredocs) {
+                known if !known.is_empty() => known,
+                _ => heredoc::heredocs_from_line(&logical),
+            };
+            for mut heredoc in declared {
                 let mut terminated = false;
                 while offset < self.text.len() {
                     let rest = self.text.get(offset..).unwrap_or("");
@@ -310,15 +315,6 @@ fn assemble<'i>(parts: impl Iterator<Item = Pair<'i, Rule>>) -> (Cow<'i, str>, b
         many => Cow::Owned(many.concat()),
     };
     (logical, empty_gap)
-}
-
-/// RUN, COPY and ADD in shell form (also under ONBUILD) may declare heredocs.
-fn can_contain_heredoc(node: &Node) -> bool {
-    let node = match &node.inner {
-        Some(inner) if node.keyword == "onbuild" => inner,
-        _ => node,
-    };
-    matches!(node.keyword.as_str(), "run" | "copy" | "add") && !node.json
 }
 
 fn set_lines(inner: &mut Option<Box<Node>>, start: usize, end: usize) {
@@ -454,5 +450,63 @@ mod tests {
             dump(&ast),
             "(from \"a\")\n(env \"x\" \"1\" \"=\" \"y\" \"2\" \"=\")\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod marker_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The markers the pass reads from a rest, when the driver trusts them.
+    fn pass_markers(line: &str) -> Option<Vec<crate::dockerfile::Heredoc>> {
+        let text = format!("{line}\n");
+        let mut pairs = grammar::parse_with_escape(Entry::File, '\\', &text).ok()?;
+        let unit = pairs.next()?;
+        let mut inner = unit.into_inner().peekable();
+        let start = inner
+            .peek()
+            .filter(|p| p.as_rule() == Rule::keyword)?
+            .as_span()
+            .start();
+        let logical = text.get(start..)?.trim_end_matches(['\n', '\r']);
+        let parts = line::Parts::from_pairs(inner, start + logical.len());
+        let node = line::build_from_parts(parts, logical, '\\', 0).ok()?;
+        (!node.heredocs.is_empty()).then_some(node.heredocs)
+    }
+
+    const TOKENS: &[&str] = &[
+        "<<", "<<", "<<-", "3<<", "EOF", "E", " ", "\t", "'", "\"", "\\", "$", "${", "}", "-",
+        "--x=", "<", "a", "[", "]", "\u{A0}",
+    ];
+
+    #[test]
+    fn pass_reads_markers() {
+        let names = |line: &str| {
+            pass_markers(line).map(|m| m.into_iter().map(|h| h.name).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            names("RUN <<EOF <<-'A B' cat"),
+            Some(vec!["EOF".into(), "A B".into()])
+        );
+        assert_eq!(names("COPY --from=x <<A /a"), Some(vec!["A".into()]));
+        // Quoted flags leave the scan to the driver.
+        assert_eq!(names("COPY --from='x' <<A /a"), None);
+        assert_eq!(names("RUN --x=${\u{a0}<<}"), None);
+        assert_eq!(names("ENV a=<<b"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn pass_markers_match_the_line_scan(
+            head in prop::sample::select(&["RUN ", "copy --from=a ", "ONBUILD ADD ", "RUN --x='a b' "][..]),
+            parts in prop::collection::vec(prop::sample::select(TOKENS), 1..16),
+        ) {
+            let line = format!("{head}{}", parts.concat());
+            if let Some(markers) = pass_markers(&line) {
+                let logical = line.trim_start();
+                prop_assert_eq!(markers, heredoc::heredocs_from_line(logical), "{:?}", line);
+            }
+        }
     }
 }

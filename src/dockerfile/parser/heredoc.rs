@@ -12,30 +12,36 @@ use pest::iterators::Pair;
 /// A line whose words cannot be read (an unterminated quote) declares none, as
 /// upstream ignores that lexer error.
 pub fn heredocs_from_line(line: &str) -> Vec<Heredoc> {
-    let Ok(words) = grammar::parse(Rule::heredoc_scan, line) else {
-        return Vec::new();
-    };
-    let mut heredocs = Vec::new();
-    for marker in words.filter(|w| w.as_rule() == Rule::heredoc) {
-        let mut heredoc = Heredoc::default();
-        for part in marker.into_inner() {
-            match part.as_rule() {
-                Rule::heredoc_fd => heredoc.file_descriptor = file_descriptor(part.as_str()),
-                Rule::heredoc_chomp => heredoc.chomp = true,
-                Rule::heredoc_name => {
-                    let (name, quoted) = unquote(part);
-                    heredoc.name = name;
-                    heredoc.expand = !quoted;
-                }
-                _ => {}
+    match grammar::parse(Rule::heredoc_scan, line) {
+        Ok(words) => markers(words),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The heredocs of the `heredoc` pairs among `words`.
+pub(crate) fn markers<'i>(words: impl Iterator<Item = Pair<'i, Rule>>) -> Vec<Heredoc> {
+    words
+        .filter(|word| word.as_rule() == Rule::heredoc)
+        .filter_map(from_marker)
+        .collect()
+}
+
+fn from_marker(marker: Pair<'_, Rule>) -> Option<Heredoc> {
+    let mut heredoc = Heredoc::default();
+    for part in marker.into_inner() {
+        match part.as_rule() {
+            Rule::heredoc_fd => heredoc.file_descriptor = file_descriptor(part.as_str()),
+            Rule::heredoc_chomp => heredoc.chomp = true,
+            Rule::heredoc_name => {
+                let (name, quoted) = unquote(part);
+                heredoc.name = name;
+                heredoc.expand = !quoted;
             }
-        }
-        // A delimiter that unquotes to nothing (`<<''`) is no heredoc.
-        if !heredoc.name.is_empty() {
-            heredocs.push(heredoc);
+            _ => {}
         }
     }
-    heredocs
+    // A delimiter that unquotes to nothing (`<<''`) is no heredoc.
+    (!heredoc.name.is_empty()).then_some(heredoc)
 }
 
 /// Go parses the digits as an unsigned integer and ignores the overflow

@@ -4,7 +4,8 @@
 
 use super::args::{self, parse_json_array, words_of};
 use super::grammar::{self, Entry, Rule};
-use crate::dockerfile::{Error, Node};
+use super::heredoc;
+use crate::dockerfile::{Error, Heredoc, Node};
 use pest::iterators::Pair;
 
 /// ONBUILD may wrap ONBUILD (the typed layer rejects that); the nesting is
@@ -37,6 +38,12 @@ pub(crate) struct Parts<'a> {
     json: Option<Pair<'a, Rule>>,
     /// The rest split into words (ARG, ENV, LABEL).
     words: Option<Vec<&'a str>>,
+    /// The heredoc markers in a rest that holds `<<`.
+    markers: Option<Vec<Heredoc>>,
+    /// Whether some flag holds a quote, a backslash or a `$`: then the flags
+    /// may not end where BuildKit's heredoc scan of the whole line ends their
+    /// words.
+    quoted_flags: bool,
 }
 
 impl<'a> Parts<'a> {
@@ -60,9 +67,14 @@ impl<'a> Parts<'a> {
                             .trim();
                         break;
                     }
+                    parts.quoted_flags |= pair.as_str().contains(['\'', '"', '\\', '$']);
                     parts.flags.push(value);
                 }
                 Rule::rest => parts.rest = pair.as_str().trim(),
+                Rule::marker_rest => {
+                    parts.rest = pair.as_str().trim();
+                    parts.markers = Some(heredoc::markers(pair.into_inner()));
+                }
                 Rule::json_rest => {
                     parts.rest = pair.as_str().trim();
                     parts.json = pair
@@ -168,7 +180,24 @@ pub(crate) fn build_from_parts(
         _ => node.args.push(String::new()),
     }
     node.keyword = keyword;
+    // The markers of the rest are those of the whole line when the words
+    // before it (keyword, flags) read the same to BuildKit's heredoc scan,
+    // which always escapes with `\`. The driver scans the line otherwise.
+    if let Some(markers) = parts.markers.take() {
+        if depth == 0 && escape == '\\' && !parts.quoted_flags && can_contain_heredoc(&node) {
+            node.heredocs = markers;
+        }
+    }
     Ok(node)
+}
+
+/// RUN, COPY and ADD in shell form (also under ONBUILD) may declare heredocs.
+pub(crate) fn can_contain_heredoc(node: &Node) -> bool {
+    let node = match &node.inner {
+        Some(inner) if node.keyword == "onbuild" => inner,
+        _ => node,
+    };
+    matches!(node.keyword.as_str(), "run" | "copy" | "add") && !node.json
 }
 
 /// BuildKit's `parseMaybeJSON`: the exec form, or else the whole rest as one

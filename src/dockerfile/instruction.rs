@@ -400,13 +400,27 @@ pub fn lower(ast: &Ast) -> Result<Vec<Located>, Error> {
         .iter()
         .map(|node| {
             Ok(Located {
-                instruction: from_node(node, ast.escape)?,
+                instruction: from_node(node, ast.escape).map_err(|e| at_instruction(e, node))?,
                 start_line: node.start_line,
                 end_line: node.end_line,
                 original: node.original.clone(),
             })
         })
         .collect()
+}
+
+/// Errors found while typing an instruction point at its first column (where its keyword
+/// starts) unless they already name a better one.
+fn at_instruction(e: Error, node: &Node) -> Error {
+    if e.column != 0 || e.line != node.start_line {
+        return e;
+    }
+    let indent = node
+        .original
+        .chars()
+        .take_while(|c| c.is_whitespace())
+        .count();
+    e.at_column(indent + 1)
 }
 
 /// Types one instruction. `escape` is the file's escape character (it decides how

@@ -49,8 +49,12 @@ impl Store {
     fn update_index<T>(&self, change: impl FnOnce(&mut Index) -> Result<T>) -> Result<T> {
         let _lock = self.lock_index_exclusive()?;
         let mut index = self.read_index()?;
+        let before = index.clone();
         let out = change(&mut index)?;
-        self.write_index(&index)?;
+        // An unchanged index is not rewritten: a rebuild that only re-tags costs no fsync.
+        if index != before {
+            self.write_index(&index)?;
+        }
         Ok(out)
     }
 
@@ -113,6 +117,13 @@ impl Store {
         let name = reference.to_string();
         self.update_index(|index| {
             self.check_complete(manifest)?;
+            let already = index
+                .manifests
+                .iter()
+                .any(|d| d.ref_name() == Some(name.as_str()) && d.digest == manifest.digest);
+            if already {
+                return Ok(());
+            }
             let mut entry = manifest.clone();
             entry
                 .annotations

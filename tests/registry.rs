@@ -518,3 +518,220 @@ fn big_layers_go_up_in_chunks_and_come_back_intact() {
     k2.ok(&["pull", &name]);
     assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
 }
+
+impl Registry {
+    /// `METHOD /path` of every request logged since entry `from` of [`Registry::requests`].
+    fn requests(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in self.log().lines() {
+            for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
+                let Some(at) = line.find(&format!("\"{m} /v2/")) else {
+                    continue;
+                };
+                let rest = &line[at + 1..];
+                let path = rest.split(' ').nth(1).unwrap_or_default();
+                out.push(format!("{m} {path}"));
+            }
+        }
+        out
+    }
+}
+
+/// `kiln build --progress=plain ARGS CONTEXT`: (image ID, stderr).
+fn build(k: &Kiln, args: &[&str], ctx: &Path) -> (String, String) {
+    let out = k
+        .cmd()
+        .args(["build", "--progress=plain"])
+        .args(args)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "kiln build {args:?} failed:\n{err}");
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        err,
+    )
+}
+
+fn cached_steps(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.contains(" CACHED ")).count()
+}
+
+fn layer_count(k: &Kiln, id: &str) -> usize {
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", id])).unwrap();
+    v[0]["RootFS"]["Layers"].as_array().unwrap().len()
+}
+
+#[test]
+fn cache_to_a_registry_lets_an_empty_store_reuse_every_layer() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let cache = format!("{}/ci/cache:main", reg.host());
+    let dockerfile = "FROM scratch\nCOPY a /a\nENV X=1\nCOPY b /b\nWORKDIR /w\nCMD [\"/a\"]\n";
+    let files = |b: &'static str| context(&[("Dockerfile", dockerfile), ("a", "aaa"), ("b", b)]);
+    let ctx1 = files("bbb");
+    let k1 = Kiln::new();
+    let (id1, _) = build(
+        &k1,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+        ctx1.path(),
+    );
+    let layers = layer_count(&k1, &id1);
+    assert!(layers >= 2, "{layers}");
+
+    // The cache is an OCI manifest an independent reader sees as such.
+    if have("skopeo") {
+        let raw = run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{cache}"),
+        ]));
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["artifactType"], "application/vnd.kiln.build-cache.v1");
+        assert_eq!(
+            m["config"]["mediaType"],
+            "application/vnd.kiln.build-cache.config.v1+json"
+        );
+        assert_eq!(m["layers"].as_array().unwrap().len(), layers, "{m}");
+    }
+
+    // A second machine: empty store, same files in another directory. Every step is a hit,
+    // the image is the very same, and only the final image's layers (and the key map) are
+    // downloaded.
+    let ctx2 = files("bbb");
+    let k2 = Kiln::new();
+    let before = reg.requests().len();
+    let (id2, err2) = build(
+        &k2,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+        ctx2.path(),
+    );
+    assert_eq!(id2, id1, "{err2}");
+    assert_eq!(cached_steps(&err2), 5, "{err2}");
+    let new = reg.requests().split_off(before);
+    let blob_gets = new
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
+        .count();
+    assert_eq!(blob_gets, layers + 1, "{new:?}");
+    // The store now holds the hits locally: a rebuild asks nothing of the registry.
+    let before = reg.requests().len();
+    let (id2b, err2b) = build(&k2, &[], ctx2.path());
+    assert_eq!(id2b, id1);
+    assert_eq!(cached_steps(&err2b), 5, "{err2b}");
+    assert_eq!(reg.requests().len(), before);
+
+    // A third machine with `b` changed: the steps before it hit, the rest run; only the
+    // layer of `COPY a` is downloaded.
+    let ctx3 = files("changed");
+    let k3 = Kiln::new();
+    let before = reg.requests().len();
+    let (id3, err3) = build(
+        &k3,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+        ctx3.path(),
+    );
+    assert_ne!(id3, id1);
+    assert_eq!(cached_steps(&err3), 2, "{err3}");
+    let new = reg.requests().split_off(before);
+    let layer_gets = new
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
+        .count();
+    assert_eq!(layer_gets, 2, "{new:?}");
+
+    // A cache that does not exist yet (the first CI run) is a warning, not a failure.
+    let k4 = Kiln::new();
+    let (id4, err4) = build(
+        &k4,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={}/ci/nothing:here", reg.host()),
+        ],
+        ctx1.path(),
+    );
+    assert!(!id4.is_empty());
+    assert!(err4.contains("not importing the build cache"), "{err4}");
+    // Bad specs are usage errors.
+    let err = kiln_fails(
+        &k4,
+        &[
+            "build",
+            "--cache-to",
+            "type=local,dest=/tmp/x",
+            ctx1.path().to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("type=registry"), "{err}");
+}
+
+#[test]
+fn cache_mode_max_exports_the_steps_of_every_stage() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let dockerfile = "FROM scratch AS builder\nCOPY a /a\nCOPY b /b\n\
+                      FROM scratch\nCOPY --from=builder /a /out\nCOPY c /c\n";
+    let files = || {
+        context(&[
+            ("Dockerfile", dockerfile),
+            ("a", "aaa"),
+            ("b", "bbb"),
+            ("c", "ccc"),
+        ])
+    };
+    let ctx1 = files();
+    let k1 = Kiln::new();
+    let min = format!("{}/ci/cache:min", reg.host());
+    let max = format!("{}/ci/cache:max", reg.host());
+    let (id1, _) = build(
+        &k1,
+        &["--cache-to", &format!("type=registry,ref={min}")],
+        ctx1.path(),
+    );
+    let (again, _) = build(
+        &k1,
+        &["--cache-to", &format!("type=registry,ref={max},mode=max")],
+        ctx1.path(),
+    );
+    assert_eq!(again, id1);
+
+    // mode=min: the final stage hits, the builder stage (not in the image) runs again.
+    let k2 = Kiln::new();
+    let ctx2 = files();
+    let (id2, err2) = build(&k2, &["--cache-from", &min], ctx2.path());
+    assert_eq!(id2, id1);
+    assert_eq!(cached_steps(&err2), 2, "{err2}");
+    // mode=max: every step hits.
+    let k3 = Kiln::new();
+    let (id3, err3) = build(
+        &k3,
+        &["--cache-from", &format!("type=registry,ref={max}")],
+        ctx2.path(),
+    );
+    assert_eq!(id3, id1);
+    assert_eq!(cached_steps(&err3), 4, "{err3}");
+}
+
+#[test]
+fn build_push_sends_every_tag() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY a /a\n"), ("a", "aaa")]);
+    let t1 = format!("{}/app/one:1", reg.host());
+    let t2 = format!("{}/app/two:2", reg.host());
+    let k1 = Kiln::new();
+    let (id, err) = build(&k1, &["-t", &t1, "-t", &t2, "--push"], ctx.path());
+    assert!(err.contains("Pushed"), "{err}");
+    for t in [&t1, &t2] {
+        let k = Kiln::new();
+        k.ok(&["pull", t]);
+        assert_eq!(image_id(&k, t), id);
+    }
+    let err = kiln_fails(&k1, &["build", "--push", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("--push needs"), "{err}");
+}

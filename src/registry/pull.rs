@@ -247,13 +247,13 @@ pub(crate) fn run_parallel<T: Sync>(
     }
 }
 
-struct Fetched {
-    bytes: Vec<u8>,
-    media_type: String,
-    digest: Digest,
+pub(super) struct Fetched {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
 }
 
-fn fetch_manifest(
+pub(super) fn fetch_manifest(
     client: &Client,
     tag_or_digest: &str,
     shown: &str,
@@ -365,7 +365,7 @@ fn choose_platform<'a>(index: &'a Index, wanted: &Platform, shown: &str) -> Resu
 }
 
 /// A config (or other small JSON blob), verified against its digest.
-fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
     let op = format!("pulling {what} {}", desc.digest);
     let resp = client.request(
         "GET",
@@ -424,7 +424,7 @@ impl<R: Read> Read for TeeReader<'_, R> {
 }
 
 /// Downloads one layer, retrying a broken transfer from the start (bounded).
-fn download_layer(
+pub(super) fn download_layer(
     client: &Client,
     store: &Store,
     desc: &Descriptor,

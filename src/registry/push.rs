@@ -183,7 +183,7 @@ fn remote_manifest(store: &Store, stored: &Manifest) -> Result<Manifest> {
     Ok(m)
 }
 
-fn blob_exists(client: &Client, desc: &Descriptor, op: &str) -> Result<bool> {
+pub(super) fn blob_exists(client: &Client, desc: &Descriptor, op: &str) -> Result<bool> {
     let resp = client.request(
         "HEAD",
         &client.url(&format!("blobs/{}", desc.digest)),
@@ -206,7 +206,12 @@ fn with_query(url: &str, kv: &str) -> String {
     }
 }
 
-fn upload_blob(client: &Client, store: &Store, desc: &Descriptor, op: &str) -> Result<()> {
+pub(super) fn upload_blob(
+    client: &Client,
+    store: &Store,
+    desc: &Descriptor,
+    op: &str,
+) -> Result<()> {
     let path = store.blob_path(&desc.digest);
     let size = store.blob_size(&desc.digest)?;
     if size != desc.size {

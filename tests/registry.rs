@@ -735,3 +735,121 @@ fn build_push_sends_every_tag() {
     let err = kiln_fails(&k1, &["build", "--push", ctx.path().to_str().unwrap()]);
     assert!(err.contains("--push needs"), "{err}");
 }
+
+/// A `docker-credential-NAME` that keeps one secret in a file beside it and logs its calls.
+fn fake_helper(dir: &Path, name: &str) {
+    let script = format!(
+        r#"#!/bin/sh
+d="$(dirname "$0")"
+echo "$1" >> "$d/{name}.calls"
+case "$1" in
+  store) cat > "$d/{name}.json" ;;
+  get)
+    read -r server
+    if [ -f "$d/{name}.json" ] && grep -q "\"ServerURL\":\"$server\"" "$d/{name}.json"; then
+      cat "$d/{name}.json"
+    else
+      echo "credentials not found in native keychain"; exit 1
+    fi ;;
+  erase) read -r server; rm -f "$d/{name}.json" ;;
+  *) exit 2 ;;
+esac
+"#
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn credential_helpers_keep_the_secret_out_of_config_json() {
+    let Some(reg) = Registry::start(Some(("kiln", "right-pass"))) else {
+        return;
+    };
+    let bin = tempfile::tempdir().unwrap();
+    fake_helper(bin.path(), "fake");
+    fake_helper(bin.path(), "other");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    std::fs::write(&config, r#"{"credsStore":"fake","psFormat":"keep me"}"#).unwrap();
+    let k = Kiln::new();
+    let kiln = |args: &[&str], stdin: Option<&str>| {
+        let mut c = k.cmd();
+        c.env("DOCKER_CONFIG", config_dir.path())
+            .env("PATH", &path)
+            .args(args);
+        if let Some(s) = stdin {
+            c.write_stdin(s.to_string());
+        }
+        c.output().unwrap()
+    };
+    let name = format!("{}/private/helped:1", reg.host());
+    k.import_busybox(&name);
+
+    // login stores through the helper; config.json keeps an empty entry and its other fields.
+    let out = kiln(
+        &["login", "-u", "kiln", "--password-stdin", &reg.host()],
+        Some("right-pass\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(v["auths"][reg.host()], serde_json::json!({}), "{v}");
+    assert_eq!(v["psFormat"], "keep me");
+    let stored = std::fs::read_to_string(bin.path().join("fake.json")).unwrap();
+    assert!(stored.contains("right-pass"), "{stored}");
+    assert!(!std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("right-pass"));
+
+    // push and pull get the secret from the helper.
+    let out = kiln(&["push", &name], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(bin.path().join("fake.calls")).unwrap();
+    assert!(calls.lines().any(|l| l == "get"), "{calls}");
+
+    // A per-registry helper wins over credsStore; one that holds nothing means anonymous,
+    // and the error names the helper.
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credsStore":"fake","credHelpers":{{"{}":"other"}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = kiln(&["push", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("anonymously"), "{err}");
+    assert!(std::fs::read_to_string(bin.path().join("other.calls"))
+        .unwrap()
+        .contains("get"));
+
+    // logout erases through the helper.
+    std::fs::write(&config, r#"{"credsStore":"fake"}"#).unwrap();
+    let out = kiln(&["logout", &reg.host()], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
+    assert!(!bin.path().join("fake.json").exists());
+    let out = kiln(&["push", &name], None);
+    assert_eq!(out.status.code(), Some(1));
+
+    // A helper that is not installed is a clear error.
+    std::fs::write(&config, r#"{"credsStore":"kiln-missing"}"#).unwrap();
+    let out = kiln(&["push", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("docker-credential-kiln-missing"), "{err}");
+}

@@ -3,7 +3,7 @@
 //! to the repository) and retries connection failures, 429 and 5xx with bounded backoff.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,7 +37,8 @@ pub(crate) struct Client {
     /// `pull` or `pull,push`: what a bearer token is asked for.
     actions: &'static str,
     creds: Option<Credentials>,
-    config_path: PathBuf,
+    /// Where the credentials were looked up (a config file or a credential helper).
+    creds_source: String,
     /// The `Authorization` value that last worked (or was last issued).
     authorization: Mutex<Option<String>>,
     retries: u32,
@@ -80,10 +81,10 @@ impl Client {
         push: bool,
         opts: &RegistryOptions,
     ) -> Result<Client> {
-        let creds = auth::lookup(&opts.docker_config, registry)?;
-        Ok(Self::with_credentials(
-            registry, repository, push, creds, opts,
-        ))
+        let (creds, source) = auth::lookup_with_source(&opts.docker_config, registry)?;
+        let mut c = Self::with_credentials(registry, repository, push, creds, opts);
+        c.creds_source = source;
+        Ok(c)
     }
 
     pub fn with_credentials(
@@ -112,7 +113,7 @@ impl Client {
             repository: repository.to_string(),
             actions: if push { "pull,push" } else { "pull" },
             creds,
-            config_path: opts.docker_config.clone(),
+            creds_source: opts.docker_config.display().to_string(),
             authorization: Mutex::new(None),
             retries: opts.retries,
         }
@@ -138,13 +139,11 @@ impl Client {
         match &self.creds {
             Some(c) => format!(
                 "tried the credentials of user {:?} from {}",
-                c.username,
-                self.config_path.display()
+                c.username, self.creds_source
             ),
             None => format!(
                 "tried anonymously (no credentials for {} in {})",
-                self.registry,
-                self.config_path.display()
+                self.registry, self.creds_source
             ),
         }
     }
@@ -467,6 +466,7 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn plain_http_only_for_loopback_and_declared_registries() {

@@ -11,6 +11,7 @@ mod auth;
 mod cache;
 mod client;
 mod error;
+mod helper;
 mod login;
 mod pull;
 mod push;

@@ -853,3 +853,45 @@ fn credential_helpers_keep_the_secret_out_of_config_json() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("docker-credential-kiln-missing"), "{err}");
 }
+
+#[test]
+fn pushing_to_another_repository_mounts_the_blobs() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let a = format!("{}/team/a:1", reg.host());
+    let b = format!("{}/team/b:1", reg.host());
+    let k1 = Kiln::new();
+    k1.import_busybox(&a);
+    k1.ok(&["push", &a]);
+    let before = reg.requests().len();
+    let out = k1.ok(&["push", &a, &b]);
+    let new = reg.requests().split_off(before);
+    let sent: Vec<&String> = new
+        .iter()
+        .filter(|r| r.starts_with("PATCH") || (r.starts_with("PUT") && r.contains("/blobs/")))
+        .collect();
+    assert!(sent.is_empty(), "blobs uploaded to b: {new:?}");
+    assert!(
+        new.iter()
+            .any(|r| r.starts_with("POST /v2/team/b/blobs/uploads/?mount=")),
+        "{new:?}"
+    );
+    assert!(out.contains("digest: sha256:"), "{out}");
+
+    // A store that only pulled the image knows where its blobs came from too.
+    let k2 = Kiln::new();
+    k2.ok(&["pull", &a]);
+    let c = format!("{}/team/c:1", reg.host());
+    let before = reg.requests().len();
+    k2.ok(&["push", &a, &c]);
+    let new = reg.requests().split_off(before);
+    assert!(
+        !new.iter()
+            .any(|r| r.starts_with("PATCH") || (r.starts_with("PUT") && r.contains("/blobs/"))),
+        "blobs uploaded to c: {new:?}"
+    );
+    let k3 = Kiln::new();
+    k3.ok(&["pull", &c]);
+    assert_eq!(image_id(&k3, &c), image_id(&k1, &a));
+}

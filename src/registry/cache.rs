@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::client::{Body, Client};
 use super::error::{RegistryError, Result};
 use super::pull::{download_layer, fetch_manifest, fetch_small_blob};
-use super::push::{blob_exists, upload_blob};
+use super::push::{blob_exists, mount_or_upload};
 use super::RegistryOptions;
 use crate::image::{media, Descriptor, Digest, Manifest, Reference};
 use crate::layer::Compression;
@@ -257,7 +257,7 @@ pub fn export_cache(
     let uploaded = std::sync::atomic::AtomicUsize::new(0);
     super::pull::run_parallel(opts.threads, &blobs, |desc| {
         if !blob_exists(&client, desc, &op)? {
-            upload_blob(&client, store, desc, &op)?;
+            mount_or_upload(&client, store, desc, &op)?;
             uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())

@@ -208,7 +208,11 @@ impl Client {
                 Some(c) => Ok(c.basic_header()),
                 None => Err(self.unauthorized(operation, 401)),
             },
-            Challenge::Bearer { realm, service, .. } => {
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
                 let mut url = realm.clone();
                 let mut sep = if url.contains('?') { '&' } else { '?' };
                 let mut add = |k: &str, v: &str| {
@@ -221,11 +225,12 @@ impl Client {
                 if let Some(s) = service {
                     add("service", s);
                 }
-                if scoped && !self.repository.is_empty() {
-                    add(
-                        "scope",
-                        &format!("repository:{}:{}", self.repository, self.actions),
-                    );
+                if scoped {
+                    let own = (!self.repository.is_empty())
+                        .then(|| format!("repository:{}:{}", self.repository, self.actions));
+                    for s in token_scopes(own, scope.as_deref()) {
+                        add("scope", &s);
+                    }
                 }
                 if let Some(c) = &self.creds {
                     add("account", &c.username);
@@ -450,6 +455,19 @@ pub(crate) fn read_limited(
     Ok(bytes)
 }
 
+/// The scopes a token is asked for: the client's own, and whatever else the challenge names
+/// (a cross-repository mount needs pull access to the source repository too; asking only for
+/// the client's repository there gets a token that is refused again).
+fn token_scopes(own: Option<String>, challenge: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = own.into_iter().collect();
+    for s in challenge.unwrap_or_default().split_whitespace() {
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
 /// Percent-encodes a query value.
 fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -503,6 +521,26 @@ mod tests {
         assert_eq!(
             query_escape("repository:a/b:pull,push"),
             "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+
+    #[test]
+    fn tokens_are_asked_for_the_challenge_scopes_too() {
+        let own = Some("repository:b:pull,push".to_string());
+        assert_eq!(
+            token_scopes(own.clone(), None),
+            vec!["repository:b:pull,push"]
+        );
+        assert_eq!(
+            token_scopes(
+                own.clone(),
+                Some("repository:b:pull,push repository:a:pull")
+            ),
+            vec!["repository:b:pull,push", "repository:a:pull"]
+        );
+        assert_eq!(
+            token_scopes(None, Some("repository:a:pull")),
+            vec!["repository:a:pull"]
         );
     }
 

@@ -15,6 +15,7 @@ mod helper;
 mod login;
 mod pull;
 mod push;
+mod sources;
 
 use std::path::PathBuf;
 

@@ -161,6 +161,7 @@ pub fn pull(
     for (desc, diff_id) in &pairs {
         if store.has_blob(diff_id) {
             present += 1;
+            super::sources::record(store, &desc.digest, &client.registry, &client.repository);
             reporter.event(Event::Message(&format!(
                 "{}: Already exists",
                 desc.digest.short()
@@ -181,6 +182,12 @@ pub fn pull(
 
     // The config keeps its bytes (and so the image ID the registry shows).
     let config_desc = store.put_bytes(&manifest.config.media_type, &config_bytes)?;
+    super::sources::record(
+        store,
+        &config_desc.digest,
+        &client.registry,
+        &client.repository,
+    );
     let mut layers = Vec::new();
     for (_, diff_id) in &pairs {
         let size = store.blob_size(diff_id)?;
@@ -543,6 +550,7 @@ fn download_layer_once(
         DetectedCompression::Zstd => Some(("zstd", media::OCI_LAYER_TAR_ZSTD)),
         _ => None,
     };
+    super::sources::record(store, &desc.digest, &client.registry, &client.repository);
     if let Some(w) = compressed {
         let info = w.commit(Some(&desc.digest))?;
         if let Some((algo, media_type)) = algo {

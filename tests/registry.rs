@@ -518,3 +518,380 @@ fn big_layers_go_up_in_chunks_and_come_back_intact() {
     k2.ok(&["pull", &name]);
     assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
 }
+
+impl Registry {
+    /// `METHOD /path` of every request logged since entry `from` of [`Registry::requests`].
+    fn requests(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in self.log().lines() {
+            for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
+                let Some(at) = line.find(&format!("\"{m} /v2/")) else {
+                    continue;
+                };
+                let rest = &line[at + 1..];
+                let path = rest.split(' ').nth(1).unwrap_or_default();
+                out.push(format!("{m} {path}"));
+            }
+        }
+        out
+    }
+}
+
+/// `kiln build --progress=plain ARGS CONTEXT`: (image ID, stderr).
+fn build(k: &Kiln, args: &[&str], ctx: &Path) -> (String, String) {
+    let out = k
+        .cmd()
+        .args(["build", "--progress=plain"])
+        .args(args)
+        .arg(ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "kiln build {args:?} failed:\n{err}");
+    (
+        String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        err,
+    )
+}
+
+fn cached_steps(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.contains(" CACHED ")).count()
+}
+
+fn layer_count(k: &Kiln, id: &str) -> usize {
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", id])).unwrap();
+    v[0]["RootFS"]["Layers"].as_array().unwrap().len()
+}
+
+#[test]
+fn cache_to_a_registry_lets_an_empty_store_reuse_every_layer() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let cache = format!("{}/ci/cache:main", reg.host());
+    let dockerfile = "FROM scratch\nCOPY a /a\nENV X=1\nCOPY b /b\nWORKDIR /w\nCMD [\"/a\"]\n";
+    let files = |b: &'static str| context(&[("Dockerfile", dockerfile), ("a", "aaa"), ("b", b)]);
+    let ctx1 = files("bbb");
+    let k1 = Kiln::new();
+    let (id1, _) = build(
+        &k1,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+        ctx1.path(),
+    );
+    let layers = layer_count(&k1, &id1);
+    assert!(layers >= 2, "{layers}");
+
+    // The cache is an OCI manifest an independent reader sees as such.
+    if have("skopeo") {
+        let raw = run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{cache}"),
+        ]));
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(m["artifactType"], "application/vnd.kiln.build-cache.v1");
+        assert_eq!(
+            m["config"]["mediaType"],
+            "application/vnd.kiln.build-cache.config.v1+json"
+        );
+        assert_eq!(m["layers"].as_array().unwrap().len(), layers, "{m}");
+    }
+
+    // A second machine: empty store, same files in another directory. Every step is a hit,
+    // the image is the very same, and only the final image's layers (and the key map) are
+    // downloaded.
+    let ctx2 = files("bbb");
+    let k2 = Kiln::new();
+    let before = reg.requests().len();
+    let (id2, err2) = build(
+        &k2,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+        ctx2.path(),
+    );
+    assert_eq!(id2, id1, "{err2}");
+    assert_eq!(cached_steps(&err2), 5, "{err2}");
+    let new = reg.requests().split_off(before);
+    let blob_gets = new
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
+        .count();
+    assert_eq!(blob_gets, layers + 1, "{new:?}");
+    // The store now holds the hits locally: a rebuild asks nothing of the registry.
+    let before = reg.requests().len();
+    let (id2b, err2b) = build(&k2, &[], ctx2.path());
+    assert_eq!(id2b, id1);
+    assert_eq!(cached_steps(&err2b), 5, "{err2b}");
+    assert_eq!(reg.requests().len(), before);
+
+    // A third machine with `b` changed: the steps before it hit, the rest run; only the
+    // layer of `COPY a` is downloaded.
+    let ctx3 = files("changed");
+    let k3 = Kiln::new();
+    let before = reg.requests().len();
+    let (id3, err3) = build(
+        &k3,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+        ctx3.path(),
+    );
+    assert_ne!(id3, id1);
+    assert_eq!(cached_steps(&err3), 2, "{err3}");
+    let new = reg.requests().split_off(before);
+    let layer_gets = new
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
+        .count();
+    assert_eq!(layer_gets, 2, "{new:?}");
+
+    // A cache that does not exist yet (the first CI run) is a warning, not a failure.
+    let k4 = Kiln::new();
+    let (id4, err4) = build(
+        &k4,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={}/ci/nothing:here", reg.host()),
+        ],
+        ctx1.path(),
+    );
+    assert!(!id4.is_empty());
+    assert!(err4.contains("not importing the build cache"), "{err4}");
+    // Bad specs are usage errors.
+    let err = kiln_fails(
+        &k4,
+        &[
+            "build",
+            "--cache-to",
+            "type=local,dest=/tmp/x",
+            ctx1.path().to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("type=registry"), "{err}");
+}
+
+#[test]
+fn cache_mode_max_exports_the_steps_of_every_stage() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let dockerfile = "FROM scratch AS builder\nCOPY a /a\nCOPY b /b\n\
+                      FROM scratch\nCOPY --from=builder /a /out\nCOPY c /c\n";
+    let files = || {
+        context(&[
+            ("Dockerfile", dockerfile),
+            ("a", "aaa"),
+            ("b", "bbb"),
+            ("c", "ccc"),
+        ])
+    };
+    let ctx1 = files();
+    let k1 = Kiln::new();
+    let min = format!("{}/ci/cache:min", reg.host());
+    let max = format!("{}/ci/cache:max", reg.host());
+    let (id1, _) = build(
+        &k1,
+        &["--cache-to", &format!("type=registry,ref={min}")],
+        ctx1.path(),
+    );
+    let (again, _) = build(
+        &k1,
+        &["--cache-to", &format!("type=registry,ref={max},mode=max")],
+        ctx1.path(),
+    );
+    assert_eq!(again, id1);
+
+    // mode=min: the final stage hits, the builder stage (not in the image) runs again.
+    let k2 = Kiln::new();
+    let ctx2 = files();
+    let (id2, err2) = build(&k2, &["--cache-from", &min], ctx2.path());
+    assert_eq!(id2, id1);
+    assert_eq!(cached_steps(&err2), 2, "{err2}");
+    // mode=max: every step hits.
+    let k3 = Kiln::new();
+    let (id3, err3) = build(
+        &k3,
+        &["--cache-from", &format!("type=registry,ref={max}")],
+        ctx2.path(),
+    );
+    assert_eq!(id3, id1);
+    assert_eq!(cached_steps(&err3), 4, "{err3}");
+}
+
+#[test]
+fn build_push_sends_every_tag() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY a /a\n"), ("a", "aaa")]);
+    let t1 = format!("{}/app/one:1", reg.host());
+    let t2 = format!("{}/app/two:2", reg.host());
+    let k1 = Kiln::new();
+    let (id, err) = build(&k1, &["-t", &t1, "-t", &t2, "--push"], ctx.path());
+    assert!(err.contains("Pushed"), "{err}");
+    for t in [&t1, &t2] {
+        let k = Kiln::new();
+        k.ok(&["pull", t]);
+        assert_eq!(image_id(&k, t), id);
+    }
+    let err = kiln_fails(&k1, &["build", "--push", ctx.path().to_str().unwrap()]);
+    assert!(err.contains("--push needs"), "{err}");
+}
+
+/// A `docker-credential-NAME` that keeps one secret in a file beside it and logs its calls.
+fn fake_helper(dir: &Path, name: &str) {
+    let script = format!(
+        r#"#!/bin/sh
+d="$(dirname "$0")"
+echo "$1" >> "$d/{name}.calls"
+case "$1" in
+  store) cat > "$d/{name}.json" ;;
+  get)
+    read -r server
+    if [ -f "$d/{name}.json" ] && grep -q "\"ServerURL\":\"$server\"" "$d/{name}.json"; then
+      cat "$d/{name}.json"
+    else
+      echo "credentials not found in native keychain"; exit 1
+    fi ;;
+  erase) read -r server; rm -f "$d/{name}.json" ;;
+  *) exit 2 ;;
+esac
+"#
+    );
+    let path = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn credential_helpers_keep_the_secret_out_of_config_json() {
+    let Some(reg) = Registry::start(Some(("kiln", "right-pass"))) else {
+        return;
+    };
+    let bin = tempfile::tempdir().unwrap();
+    fake_helper(bin.path(), "fake");
+    fake_helper(bin.path(), "other");
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("config.json");
+    std::fs::write(&config, r#"{"credsStore":"fake","psFormat":"keep me"}"#).unwrap();
+    let k = Kiln::new();
+    let kiln = |args: &[&str], stdin: Option<&str>| {
+        let mut c = k.cmd();
+        c.env("DOCKER_CONFIG", config_dir.path())
+            .env("PATH", &path)
+            .args(args);
+        if let Some(s) = stdin {
+            c.write_stdin(s.to_string());
+        }
+        c.output().unwrap()
+    };
+    let name = format!("{}/private/helped:1", reg.host());
+    k.import_busybox(&name);
+
+    // login stores through the helper; config.json keeps an empty entry and its other fields.
+    let out = kiln(
+        &["login", "-u", "kiln", "--password-stdin", &reg.host()],
+        Some("right-pass\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    assert_eq!(v["auths"][reg.host()], serde_json::json!({}), "{v}");
+    assert_eq!(v["psFormat"], "keep me");
+    let stored = std::fs::read_to_string(bin.path().join("fake.json")).unwrap();
+    assert!(stored.contains("right-pass"), "{stored}");
+    assert!(!std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("right-pass"));
+
+    // push and pull get the secret from the helper.
+    let out = kiln(&["push", &name], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = std::fs::read_to_string(bin.path().join("fake.calls")).unwrap();
+    assert!(calls.lines().any(|l| l == "get"), "{calls}");
+
+    // A per-registry helper wins over credsStore; one that holds nothing means anonymous,
+    // and the error names the helper.
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"credsStore":"fake","credHelpers":{{"{}":"other"}}}}"#,
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let out = kiln(&["push", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("anonymously"), "{err}");
+    assert!(std::fs::read_to_string(bin.path().join("other.calls"))
+        .unwrap()
+        .contains("get"));
+
+    // logout erases through the helper.
+    std::fs::write(&config, r#"{"credsStore":"fake"}"#).unwrap();
+    let out = kiln(&["logout", &reg.host()], None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
+    assert!(!bin.path().join("fake.json").exists());
+    let out = kiln(&["push", &name], None);
+    assert_eq!(out.status.code(), Some(1));
+
+    // A helper that is not installed is a clear error.
+    std::fs::write(&config, r#"{"credsStore":"kiln-missing"}"#).unwrap();
+    let out = kiln(&["push", &name], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("docker-credential-kiln-missing"), "{err}");
+}
+
+#[test]
+fn pushing_to_another_repository_mounts_the_blobs() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let a = format!("{}/team/a:1", reg.host());
+    let b = format!("{}/team/b:1", reg.host());
+    let k1 = Kiln::new();
+    k1.import_busybox(&a);
+    k1.ok(&["push", &a]);
+    let before = reg.requests().len();
+    let out = k1.ok(&["push", &a, &b]);
+    let new = reg.requests().split_off(before);
+    let sent: Vec<&String> = new
+        .iter()
+        .filter(|r| r.starts_with("PATCH") || (r.starts_with("PUT") && r.contains("/blobs/")))
+        .collect();
+    assert!(sent.is_empty(), "blobs uploaded to b: {new:?}");
+    assert!(
+        new.iter()
+            .any(|r| r.starts_with("POST /v2/team/b/blobs/uploads/?mount=")),
+        "{new:?}"
+    );
+    assert!(out.contains("digest: sha256:"), "{out}");
+
+    // A store that only pulled the image knows where its blobs came from too.
+    let k2 = Kiln::new();
+    k2.ok(&["pull", &a]);
+    let c = format!("{}/team/c:1", reg.host());
+    let before = reg.requests().len();
+    k2.ok(&["push", &a, &c]);
+    let new = reg.requests().split_off(before);
+    assert!(
+        !new.iter()
+            .any(|r| r.starts_with("PATCH") || (r.starts_with("PUT") && r.contains("/blobs/"))),
+        "blobs uploaded to c: {new:?}"
+    );
+    let k3 = Kiln::new();
+    k3.ok(&["pull", &c]);
+    assert_eq!(image_id(&k3, &c), image_id(&k1, &a));
+}

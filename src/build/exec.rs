@@ -7,6 +7,7 @@ use super::copy::{
     self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs,
 };
 use super::key::{self, hex, Input, Key, KeyBuilder};
+use super::remote::{RemoteCache, StepRecord};
 use crate::context::hash::{hash_files, StatCache};
 use crate::context::ignore::PatternMatcher;
 use crate::context::walk::Listing;
@@ -40,6 +41,8 @@ pub struct BuildOptions {
     pub tags: Vec<Reference>,
     /// SOURCE_DATE_EPOCH: clamps file times and sets `created`.
     pub source_date_epoch: Option<i64>,
+    /// Asked on a local cache miss (`--cache-from`).
+    pub remote_cache: Option<Arc<dyn RemoteCache>>,
 }
 
 /// The image a build made.
@@ -48,6 +51,8 @@ pub struct Built {
     pub manifest: Descriptor,
     pub config_digest: Digest,
     pub config: ImageConfig,
+    /// Every step that ran or was cached, in no particular order (for `--cache-to`).
+    pub steps: Vec<StepRecord>,
 }
 
 /// A build failure, naming the place.
@@ -158,6 +163,7 @@ struct Build<'a> {
     results: Mutex<Vec<Option<Result<State, String>>>>,
     done: Condvar,
     slots: Semaphore,
+    steps: Mutex<Vec<StepRecord>>,
 }
 
 /// Counting semaphore for `--jobs`.
@@ -266,6 +272,7 @@ pub fn build(
         results: Mutex::new(vec![None; stages]),
         done: Condvar::new(),
         slots: Semaphore::new(opts.jobs),
+        steps: Mutex::new(Vec::new()),
         plan,
     };
     let needed: Vec<usize> = (0..stages).filter(|i| b.plan.needed[*i]).collect();
@@ -623,7 +630,10 @@ impl Build<'_> {
         let cached = if self.opts.no_cache {
             None
         } else {
-            self.store.cache_get(&key_hex)?
+            match self.store.cache_get(&key_hex)? {
+                Some(entry) => Some(entry),
+                None => self.remote_cache_get(&key_hex)?,
+            }
         };
         let (layer, created) = match cached {
             Some(entry) => {
@@ -667,6 +677,12 @@ impl Build<'_> {
             }
         };
         self.write_inputs(identity, &inputs);
+        let mut record = CacheEntry::new(layer.clone(), None, serde_json::Value::Null);
+        record.created = created.clone();
+        lock(&self.steps).push(StepRecord {
+            key_hex,
+            entry: record,
+        });
         if let Some(desc) = layer {
             st.config.rootfs.diff_ids.push(desc.digest.clone());
             st.layers.push(Arc::new(LayerRef {
@@ -733,6 +749,26 @@ impl Build<'_> {
             .as_bytes(),
         )
         .as_bytes()
+    }
+
+    /// A local miss asks the remote cache; what it answers is then cached locally. A remote
+    /// that fails is only a miss (with a warning): the step can still run.
+    fn remote_cache_get(&self, key_hex: &str) -> Result<Option<CacheEntry>, BuildError> {
+        let Some(remote) = &self.opts.remote_cache else {
+            return Ok(None);
+        };
+        match remote.fetch(self.store, key_hex) {
+            Ok(Some(entry)) => {
+                self.store.cache_put(key_hex, &entry)?;
+                Ok(Some(entry))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.reporter
+                    .event(Event::Warning(&format!("remote cache: {e}")));
+                Ok(None)
+            }
+        }
     }
 
     fn read_inputs(&self, identity: &[u8; 32]) -> Option<Vec<Input>> {
@@ -884,6 +920,7 @@ impl Build<'_> {
             manifest,
             config_digest,
             config,
+            steps: std::mem::take(&mut *lock(&self.steps)),
         })
     }
 }

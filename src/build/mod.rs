@@ -5,5 +5,7 @@ pub mod add;
 pub mod copy;
 pub mod exec;
 pub mod key;
+pub mod remote;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};
+pub use remote::{RemoteCache, StepRecord};

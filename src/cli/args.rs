@@ -48,6 +48,18 @@ pub struct BuildArgs {
     /// How many steps may run at once (default: the number of cores).
     #[arg(long)]
     pub jobs: Option<usize>,
+    /// Push every -t tag to its registry after the build.
+    #[arg(long)]
+    pub push: bool,
+    /// Export the build cache: `type=registry,ref=REF[,mode=min|max]`.
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
+    pub cache_to: Option<String>,
+    /// Import a build cache: `type=registry,ref=REF` (or just `REF`); may be repeated.
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// Reach this registry (`host[:port]`) over plain http; may be repeated.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
     /// The build context directory.
     pub context: PathBuf,
 }

@@ -2,13 +2,15 @@
 
 use super::args::{BuildArgs, Progress};
 use anyhow::{bail, Context};
-use kiln::build::{self, BuildOptions};
+use kiln::build::{self, BuildOptions, RemoteCache};
 use kiln::image::Reference;
 use kiln::plan::Platform;
-use kiln::progress::{NullReporter, PlainReporter, Reporter, TtyReporter};
-use kiln::store::Store;
+use kiln::progress::{Event, NullReporter, PlainReporter, Reporter, TtyReporter};
+use kiln::registry::{self, CacheMode, RegistryCache, RegistryOptions};
+use kiln::store::{CacheEntry, Store};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
@@ -66,6 +68,28 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    if args.push && tags.is_empty() {
+        bail!("--push needs at least one -t NAME[:TAG] to push to");
+    }
+    let cache_to = args.cache_to.as_deref().map(parse_cache_spec).transpose()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| parse_cache_spec(s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut registry_opts = RegistryOptions::from_env();
+    registry_opts.insecure.extend(args.insecure.iter().cloned());
+    let tty = std::io::stderr().is_terminal();
+    let reporter: Box<dyn Reporter> = if args.quiet {
+        Box::new(NullReporter)
+    } else {
+        match args.progress {
+            Progress::Plain => Box::new(PlainReporter::new(std::io::stderr())),
+            Progress::Auto | Progress::Tty if tty => Box::new(TtyReporter::new()),
+            _ => Box::new(PlainReporter::new(std::io::stderr())),
+        }
+    };
+    let remote_cache = import_caches(&cache_from, &registry_opts, reporter.as_ref());
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -79,19 +103,44 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         jobs,
         tags: tags.clone(),
         source_date_epoch,
-    };
-    let tty = std::io::stderr().is_terminal();
-    let reporter: Box<dyn Reporter> = if args.quiet {
-        Box::new(NullReporter)
-    } else {
-        match args.progress {
-            Progress::Plain => Box::new(PlainReporter::new(std::io::stderr())),
-            Progress::Auto | Progress::Tty if tty => Box::new(TtyReporter::new()),
-            _ => Box::new(PlainReporter::new(std::io::stderr())),
-        }
+        remote_cache,
     };
     let built = build::build(store, &opts, reporter.as_ref())?;
     let id = built.config_digest.to_string();
+    if let Some((reference, mode)) = &cache_to {
+        let steps: Vec<(String, CacheEntry)> = built
+            .steps
+            .iter()
+            .map(|s| (s.key_hex.clone(), s.entry.clone()))
+            .collect();
+        registry::export_cache(
+            store,
+            reference,
+            &steps,
+            &built.config.rootfs.diff_ids,
+            *mode,
+            &registry_opts,
+            reporter.as_ref(),
+        )
+        .with_context(|| format!("exporting the build cache to {}", reference.familiar()))?;
+    }
+    if args.push {
+        for t in &tags {
+            let pushed = registry::push(
+                store,
+                &t.to_string(),
+                Some(t),
+                &registry_opts,
+                reporter.as_ref(),
+            )
+            .with_context(|| format!("pushing {}", t.familiar()))?;
+            eprintln!(
+                "Pushed {}@{}",
+                pushed.reference.familiar_name(),
+                pushed.digest
+            );
+        }
+    }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -143,4 +192,113 @@ fn read_dockerfile(
         None => "Dockerfile".into(),
     };
     Ok((text, name, Some(path)))
+}
+
+/// `type=registry,ref=REF[,mode=min|max]`, or a bare `REF` (as docker accepts for
+/// `--cache-from`).
+fn parse_cache_spec(spec: &str) -> anyhow::Result<(Reference, CacheMode)> {
+    let mut pairs = BTreeMap::new();
+    if spec.contains('=') {
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .with_context(|| format!("cache option {spec:?}: {part:?} is not KEY=VALUE"))?;
+            pairs.insert(k.trim(), v.trim());
+        }
+    } else {
+        pairs.insert("type", "registry");
+        pairs.insert("ref", spec.trim());
+    }
+    // The type decides which keys mean something, so it is checked first.
+    match pairs.remove("type") {
+        Some("registry") => {}
+        Some(other) => bail!("cache option {spec:?}: type {other:?} is not supported; kiln's shared cache is type=registry"),
+        None => bail!("cache option {spec:?}: missing type=registry"),
+    }
+    let reference = pairs
+        .remove("ref")
+        .with_context(|| format!("cache option {spec:?}: missing ref=REGISTRY/NAME[:TAG]"))?;
+    let mode = match pairs.remove("mode") {
+        None | Some("min") => CacheMode::Min,
+        Some("max") => CacheMode::Max,
+        Some(other) => bail!("cache option {spec:?}: mode {other:?} is not min or max"),
+    };
+    if let Some(k) = pairs.keys().next() {
+        bail!("cache option {spec:?}: unknown key {k:?} (kiln knows type, ref, mode)");
+    }
+    let parsed = Reference::parse_normalized(reference)
+        .with_context(|| format!("cache option {spec:?}: invalid ref {reference:?}"))?;
+    Ok((parsed, mode))
+}
+
+/// The `--cache-from` caches, each read once; a cache that cannot be read is a warning (the
+/// first CI run has none yet), as with BuildKit.
+fn import_caches(
+    specs: &[(Reference, CacheMode)],
+    opts: &RegistryOptions,
+    reporter: &dyn Reporter,
+) -> Option<Arc<dyn RemoteCache>> {
+    let mut caches = Vec::new();
+    for (reference, _) in specs {
+        match RegistryCache::import(reference, opts) {
+            Ok(c) => {
+                reporter.event(Event::Message(&format!(
+                    "importing the build cache from {} ({} steps)",
+                    reference.familiar(),
+                    c.len()
+                )));
+                caches.push(c);
+            }
+            Err(e) => reporter.event(Event::Warning(&format!(
+                "not importing the build cache from {}: {e}",
+                reference.familiar()
+            ))),
+        }
+    }
+    if caches.is_empty() {
+        None
+    } else {
+        Some(Arc::new(RegistryCaches(caches)))
+    }
+}
+
+/// The build engine's view of the imported caches: the first that knows a key answers.
+#[derive(Debug)]
+struct RegistryCaches(Vec<RegistryCache>);
+
+impl RemoteCache for RegistryCaches {
+    fn fetch(&self, store: &Store, key_hex: &str) -> Result<Option<CacheEntry>, String> {
+        for c in &self.0 {
+            if let Some(e) = c.fetch(store, key_hex).map_err(|e| e.to_string())? {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_specs() {
+        let (r, m) = parse_cache_spec("type=registry,ref=127.0.0.1:5000/c:1,mode=max").unwrap();
+        assert_eq!(r.to_string(), "127.0.0.1:5000/c:1");
+        assert_eq!(m, CacheMode::Max);
+        let (r, m) = parse_cache_spec("localhost:5000/c").unwrap();
+        assert_eq!(r.repository(), "c");
+        assert_eq!(r.registry(), "localhost:5000");
+        assert_eq!(m, CacheMode::Min);
+        for bad in [
+            "type=local,dest=/x",
+            "ref=r/c",
+            "type=registry",
+            "type=registry,ref=r/c,mode=all",
+            "type=registry,ref=r/c,oops",
+            "type=registry,ref=r/c,compression=zstd",
+        ] {
+            assert!(parse_cache_spec(bad).is_err(), "{bad}");
+        }
+    }
 }

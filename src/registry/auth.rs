@@ -1,5 +1,6 @@
-//! Credentials: docker's `config.json` (`auths`, base64 `user:pass`), the server names it is
-//! keyed by, and the `WWW-Authenticate` challenges of the distribution token flow.
+//! Credentials: docker's `config.json` (`auths`, base64 `user:pass`, or a credential helper
+//! it names), the server names it is keyed by, and the `WWW-Authenticate` challenges of the
+//! distribution token flow.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -107,8 +108,38 @@ fn read_config(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>
 }
 
 /// The credentials `config.json` at `path` holds for `registry` (a normalised host).
-pub fn lookup(path: &Path, registry: &str) -> Result<Option<Credentials>> {
+#[cfg(test)]
+fn lookup(path: &Path, registry: &str) -> Result<Option<Credentials>> {
+    Ok(lookup_with_source(path, registry)?.0)
+}
+
+/// The credentials `config.json` at `path` holds for `registry` (a normalised host), and where
+/// the answer came from (for errors that say what was tried): the
+/// credential helper the config names for the registry, else its `auths`.
+pub(crate) fn lookup_with_source(
+    path: &Path,
+    registry: &str,
+) -> Result<(Option<Credentials>, String)> {
     let config = read_config(path)?;
+    if let Some(helper) = super::helper::helper_for(&config, registry) {
+        let found = super::helper::get(&helper, &auth_key(registry))?;
+        let source = format!("docker-credential-{helper} (named in {})", path.display());
+        // A helper that knows nothing leaves the plain `auths` entry, as docker reads it.
+        if found.is_some() {
+            return Ok((found, source));
+        }
+    }
+    Ok((
+        lookup_auths(&config, path, registry)?,
+        path.display().to_string(),
+    ))
+}
+
+fn lookup_auths(
+    config: &serde_json::Map<String, serde_json::Value>,
+    path: &Path,
+    registry: &str,
+) -> Result<Option<Credentials>> {
     let Some(auths) = config.get("auths").and_then(|a| a.as_object()) else {
         return Ok(None);
     };
@@ -156,9 +187,15 @@ pub fn lookup(path: &Path, registry: &str) -> Result<Option<Credentials>> {
 }
 
 /// Writes `creds` for `registry` into the config at `path` (created 0600, its directory
-/// 0700), keeping every other field. Atomic: a temp file renamed over the old one.
+/// 0700), keeping every other field. Atomic: a temp file renamed over the old one. When the
+/// config names a credential helper for the registry, the secret goes to the helper and
+/// `auths` keeps only an empty entry (as docker writes it).
 pub fn store_credentials(path: &Path, registry: &str, creds: &Credentials) -> Result<()> {
     let mut config = read_config(path)?;
+    let helper = super::helper::helper_for(&config, registry);
+    if let Some(h) = &helper {
+        super::helper::store(h, &auth_key(registry), creds)?;
+    }
     let auths = config
         .entry("auths")
         .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
@@ -168,27 +205,34 @@ pub fn store_credentials(path: &Path, registry: &str, creds: &Credentials) -> Re
     if let Some(map) = auths.as_object_mut() {
         // Drop other spellings of the same host so lookup cannot find a stale one.
         map.retain(|k, _| normalize_server(k) != registry);
-        let raw = format!("{}:{}", creds.username, creds.password);
         let mut entry = serde_json::Map::new();
-        entry.insert(
-            "auth".to_string(),
-            base64::engine::general_purpose::STANDARD.encode(raw).into(),
-        );
+        if helper.is_none() {
+            let raw = format!("{}:{}", creds.username, creds.password);
+            entry.insert(
+                "auth".to_string(),
+                base64::engine::general_purpose::STANDARD.encode(raw).into(),
+            );
+        }
         map.insert(auth_key(registry), serde_json::Value::Object(entry));
     }
     write_config(path, &config)
 }
 
-/// Removes the credentials of `registry`; false if there were none.
+/// Removes the credentials of `registry` (from its credential helper too, when the config
+/// names one); false if there were none.
 pub fn remove_credentials(path: &Path, registry: &str) -> Result<bool> {
     let mut config = read_config(path)?;
+    let erased = match super::helper::helper_for(&config, registry) {
+        Some(h) => super::helper::erase(&h, &auth_key(registry))?,
+        None => false,
+    };
     let Some(map) = config.get_mut("auths").and_then(|a| a.as_object_mut()) else {
-        return Ok(false);
+        return Ok(erased);
     };
     let before = map.len();
     map.retain(|k, _| normalize_server(k) != registry);
     if map.len() == before {
-        return Ok(false);
+        return Ok(erased);
     }
     write_config(path, &config)?;
     Ok(true)

@@ -3,7 +3,7 @@
 //! to the repository) and retries connection failures, 429 and 5xx with bounded backoff.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,7 +37,8 @@ pub(crate) struct Client {
     /// `pull` or `pull,push`: what a bearer token is asked for.
     actions: &'static str,
     creds: Option<Credentials>,
-    config_path: PathBuf,
+    /// Where the credentials were looked up (a config file or a credential helper).
+    creds_source: String,
     /// The `Authorization` value that last worked (or was last issued).
     authorization: Mutex<Option<String>>,
     retries: u32,
@@ -80,10 +81,10 @@ impl Client {
         push: bool,
         opts: &RegistryOptions,
     ) -> Result<Client> {
-        let creds = auth::lookup(&opts.docker_config, registry)?;
-        Ok(Self::with_credentials(
-            registry, repository, push, creds, opts,
-        ))
+        let (creds, source) = auth::lookup_with_source(&opts.docker_config, registry)?;
+        let mut c = Self::with_credentials(registry, repository, push, creds, opts);
+        c.creds_source = source;
+        Ok(c)
     }
 
     pub fn with_credentials(
@@ -112,7 +113,7 @@ impl Client {
             repository: repository.to_string(),
             actions: if push { "pull,push" } else { "pull" },
             creds,
-            config_path: opts.docker_config.clone(),
+            creds_source: opts.docker_config.display().to_string(),
             authorization: Mutex::new(None),
             retries: opts.retries,
         }
@@ -138,13 +139,11 @@ impl Client {
         match &self.creds {
             Some(c) => format!(
                 "tried the credentials of user {:?} from {}",
-                c.username,
-                self.config_path.display()
+                c.username, self.creds_source
             ),
             None => format!(
                 "tried anonymously (no credentials for {} in {})",
-                self.registry,
-                self.config_path.display()
+                self.registry, self.creds_source
             ),
         }
     }
@@ -209,7 +208,11 @@ impl Client {
                 Some(c) => Ok(c.basic_header()),
                 None => Err(self.unauthorized(operation, 401)),
             },
-            Challenge::Bearer { realm, service, .. } => {
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
                 let mut url = realm.clone();
                 let mut sep = if url.contains('?') { '&' } else { '?' };
                 let mut add = |k: &str, v: &str| {
@@ -222,11 +225,12 @@ impl Client {
                 if let Some(s) = service {
                     add("service", s);
                 }
-                if scoped && !self.repository.is_empty() {
-                    add(
-                        "scope",
-                        &format!("repository:{}:{}", self.repository, self.actions),
-                    );
+                if scoped {
+                    let own = (!self.repository.is_empty())
+                        .then(|| format!("repository:{}:{}", self.repository, self.actions));
+                    for s in token_scopes(own, scope.as_deref()) {
+                        add("scope", &s);
+                    }
                 }
                 if let Some(c) = &self.creds {
                     add("account", &c.username);
@@ -451,6 +455,19 @@ pub(crate) fn read_limited(
     Ok(bytes)
 }
 
+/// The scopes a token is asked for: the client's own, and whatever else the challenge names
+/// (a cross-repository mount needs pull access to the source repository too; asking only for
+/// the client's repository there gets a token that is refused again).
+fn token_scopes(own: Option<String>, challenge: Option<&str>) -> Vec<String> {
+    let mut out: Vec<String> = own.into_iter().collect();
+    for s in challenge.unwrap_or_default().split_whitespace() {
+        if !out.iter().any(|o| o == s) {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
 /// Percent-encodes a query value.
 fn query_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -467,6 +484,7 @@ fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn plain_http_only_for_loopback_and_declared_registries() {
@@ -503,6 +521,26 @@ mod tests {
         assert_eq!(
             query_escape("repository:a/b:pull,push"),
             "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+
+    #[test]
+    fn tokens_are_asked_for_the_challenge_scopes_too() {
+        let own = Some("repository:b:pull,push".to_string());
+        assert_eq!(
+            token_scopes(own.clone(), None),
+            vec!["repository:b:pull,push"]
+        );
+        assert_eq!(
+            token_scopes(
+                own.clone(),
+                Some("repository:b:pull,push repository:a:pull")
+            ),
+            vec!["repository:b:pull,push", "repository:a:pull"]
+        );
+        assert_eq!(
+            token_scopes(None, Some("repository:a:pull")),
+            vec!["repository:a:pull"]
         );
     }
 

@@ -1,23 +1,30 @@
 //! Images to and from OCI registries: `pull` (manifests and indexes, platform choice, every
 //! blob verified before it is stored, layers kept uncompressed as the store wants them),
 //! `push` (HEAD before upload, gzip layers cached in the store, monolithic or chunked
-//! uploads), and `login`/`logout` (docker's `config.json`).
+//! uploads), `login`/`logout` (docker's `config.json`), and the registry as a shared build
+//! cache (`export_cache`, [`RegistryCache`]).
 //!
 //! The HTTP client is `ureq` (blocking): transfers run on a few scoped threads, which is all
 //! the parallelism a registry transfer needs, without an async runtime in the binary.
 
 mod auth;
+mod cache;
 mod client;
 mod error;
+mod helper;
 mod login;
 mod pull;
 mod push;
+mod sources;
 
 use std::path::PathBuf;
 
 use crate::image::Platform;
 
 pub use auth::{default_config_path, normalize_server, Credentials};
+pub use cache::{
+    export_cache, CacheExported, CacheMode, RegistryCache, CACHE_ARTIFACT, CACHE_CONFIG,
+};
 pub use client::is_insecure;
 pub use error::{RegistryError, Result};
 pub use login::{login, logout};

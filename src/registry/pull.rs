@@ -161,6 +161,7 @@ pub fn pull(
     for (desc, diff_id) in &pairs {
         if store.has_blob(diff_id) {
             present += 1;
+            super::sources::record(store, &desc.digest, &client.registry, &client.repository);
             reporter.event(Event::Message(&format!(
                 "{}: Already exists",
                 desc.digest.short()
@@ -181,6 +182,12 @@ pub fn pull(
 
     // The config keeps its bytes (and so the image ID the registry shows).
     let config_desc = store.put_bytes(&manifest.config.media_type, &config_bytes)?;
+    super::sources::record(
+        store,
+        &config_desc.digest,
+        &client.registry,
+        &client.repository,
+    );
     let mut layers = Vec::new();
     for (_, diff_id) in &pairs {
         let size = store.blob_size(diff_id)?;
@@ -247,13 +254,13 @@ pub(crate) fn run_parallel<T: Sync>(
     }
 }
 
-struct Fetched {
-    bytes: Vec<u8>,
-    media_type: String,
-    digest: Digest,
+pub(super) struct Fetched {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub digest: Digest,
 }
 
-fn fetch_manifest(
+pub(super) fn fetch_manifest(
     client: &Client,
     tag_or_digest: &str,
     shown: &str,
@@ -365,7 +372,7 @@ fn choose_platform<'a>(index: &'a Index, wanted: &Platform, shown: &str) -> Resu
 }
 
 /// A config (or other small JSON blob), verified against its digest.
-fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
     let op = format!("pulling {what} {}", desc.digest);
     let resp = client.request(
         "GET",
@@ -424,7 +431,7 @@ impl<R: Read> Read for TeeReader<'_, R> {
 }
 
 /// Downloads one layer, retrying a broken transfer from the start (bounded).
-fn download_layer(
+pub(super) fn download_layer(
     client: &Client,
     store: &Store,
     desc: &Descriptor,
@@ -543,6 +550,7 @@ fn download_layer_once(
         DetectedCompression::Zstd => Some(("zstd", media::OCI_LAYER_TAR_ZSTD)),
         _ => None,
     };
+    super::sources::record(store, &desc.digest, &client.registry, &client.repository);
     if let Some(w) = compressed {
         let info = w.commit(Some(&desc.digest))?;
         if let Some((algo, media_type)) = algo {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use super::client::{Body, Client};
 use super::error::{RegistryError, Result};
 use super::pull::run_parallel;
+use super::sources::{self, mount_candidates};
 use super::RegistryOptions;
 use crate::image::{media, Descriptor, Digest, Manifest, Reference};
 use crate::layer::Compression;
@@ -107,15 +108,24 @@ pub fn push(
     let uploaded = std::sync::atomic::AtomicUsize::new(0);
     run_parallel(opts.threads, &blobs, |desc| {
         if blob_exists(&client, desc, &op)? {
+            sources::record(store, &desc.digest, &client.registry, &client.repository);
             reporter.event(Event::Message(&format!(
                 "{}: Layer already exists",
                 desc.digest.short()
             )));
             return Ok(());
         }
-        upload_blob(&client, store, desc, &op)?;
+        let mounted = mount_or_upload(&client, store, desc, &op)?;
         uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reporter.event(Event::Message(&format!("{}: Pushed", desc.digest.short())));
+        reporter.event(Event::Message(&format!(
+            "{}: {}",
+            desc.digest.short(),
+            if mounted {
+                "Mounted from another repository"
+            } else {
+                "Pushed"
+            }
+        )));
         Ok(())
     })?;
     let uploaded = uploaded.into_inner();
@@ -183,7 +193,7 @@ fn remote_manifest(store: &Store, stored: &Manifest) -> Result<Manifest> {
     Ok(m)
 }
 
-fn blob_exists(client: &Client, desc: &Descriptor, op: &str) -> Result<bool> {
+pub(super) fn blob_exists(client: &Client, desc: &Descriptor, op: &str) -> Result<bool> {
     let resp = client.request(
         "HEAD",
         &client.url(&format!("blobs/{}", desc.digest)),
@@ -206,7 +216,72 @@ fn with_query(url: &str, kv: &str) -> String {
     }
 }
 
-fn upload_blob(client: &Client, store: &Store, desc: &Descriptor, op: &str) -> Result<()> {
+/// Puts `desc` into the client's repository: mounted from another repository of the same
+/// registry that is known to hold it (no bytes sent), else uploaded. Records where the blob
+/// now lives either way. Returns whether it was mounted.
+pub(super) fn mount_or_upload(
+    client: &Client,
+    store: &Store,
+    desc: &Descriptor,
+    op: &str,
+) -> Result<bool> {
+    let what = format!("{op}: uploading blob {}", desc.digest);
+    let mut session = None;
+    for from in mount_candidates(store, &desc.digest, &client.registry, &client.repository)
+        .iter()
+        .take(2)
+    {
+        let url = format!(
+            "{}?mount={}&from={}",
+            client.url("blobs/uploads/"),
+            desc.digest,
+            from
+        );
+        let resp = client.request("POST", &url, &[("Content-Length", "0")], &Body::Empty, op);
+        match resp {
+            Ok(r) if r.status() == 201 => {
+                sources::record(store, &desc.digest, &client.registry, &client.repository);
+                return Ok(true);
+            }
+            // The registry could not mount, and opened an upload instead: use it.
+            Ok(r) if r.status() == 202 => {
+                session = Some(location_of(client, &r)?);
+                break;
+            }
+            // A source that is gone or forbidden only means uploading after all.
+            Ok(_) | Err(RegistryError::Unauthorized { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let location = match session {
+        Some(l) => l,
+        None => {
+            let resp = client.request(
+                "POST",
+                &client.url("blobs/uploads/"),
+                &[("Content-Length", "0")],
+                &Body::Empty,
+                op,
+            )?;
+            if resp.status() != 202 {
+                return Err(client.http_error(&what, resp));
+            }
+            location_of(client, &resp)?
+        }
+    };
+    upload_blob(client, store, desc, location, op)?;
+    sources::record(store, &desc.digest, &client.registry, &client.repository);
+    Ok(false)
+}
+
+/// Sends the blob's bytes into the upload session at `location`.
+fn upload_blob(
+    client: &Client,
+    store: &Store,
+    desc: &Descriptor,
+    mut location: String,
+    op: &str,
+) -> Result<()> {
     let path = store.blob_path(&desc.digest);
     let size = store.blob_size(&desc.digest)?;
     if size != desc.size {
@@ -219,17 +294,6 @@ fn upload_blob(client: &Client, store: &Store, desc: &Descriptor, op: &str) -> R
         });
     }
     let what = format!("{op}: uploading blob {}", desc.digest);
-    let resp = client.request(
-        "POST",
-        &client.url("blobs/uploads/"),
-        &[("Content-Length", "0")],
-        &Body::Empty,
-        op,
-    )?;
-    if resp.status() != 202 {
-        return Err(client.http_error(&what, resp));
-    }
-    let mut location = location_of(client, &resp)?;
     let digest_q = format!("digest={}", desc.digest);
     let final_resp = if size <= CHUNK {
         client.request(

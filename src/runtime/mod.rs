@@ -363,6 +363,19 @@ fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
 impl Prepared {
     fn new(spec: &RunSpec, hostname: &str) -> Result<Prepared, RuntimeError> {
         let upper = spec.scratch.join("upper");
+        // overlayfs refuses one dir twice (ELOOP); a layer repeated (two RUNs that changed
+        // nothing) shows the same content whichever copy is kept, so the topmost stays.
+        let mut seen = std::collections::HashSet::new();
+        let deduped: Vec<PathBuf> = spec
+            .lowers
+            .iter()
+            .filter(|l| seen.insert((*l).clone()))
+            .cloned()
+            .collect();
+        let spec = &RunSpec {
+            lowers: deduped,
+            ..spec.clone()
+        };
         let work = spec.scratch.join("work");
         // Short lower names keep the mount options under the kernel's one-page limit.
         let common = spec

@@ -400,3 +400,41 @@ fn run_network_none_has_only_loopback() {
         .find_map(|n| n.trim().parse::<u32>().ok());
     assert!(procs.is_some_and(|n| n <= 6), "{log}");
 }
+
+#[test]
+fn run_heredocs() {
+    let e = Env::new(As::Rootless);
+    let df = "FROM busybox:latest\n\
+              ARG WHO=world\n\
+              RUN <<EOF\n\
+              echo one $WHO\n\
+              echo two > /two\n\
+              EOF\n\
+              RUN <<EOF\n\
+              #!/bin/busybox sh\n\
+              echo script $0\n\
+              EOF\n\
+              RUN cat <<A > /a && cat <<'B' > /b\n\
+              alpha $WHO\n\
+              A\n\
+              beta $WHO\n\
+              B\n\
+              RUN cat /two /a /b\n";
+    let ctx = e.context("heredoc", &[("Dockerfile", df)]);
+    let out = e.build(&ctx, "heredoc:1", &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let mut missing = Vec::new();
+    for want in [
+        "[stage-0 3/6] one world",
+        "[stage-0 4/6] script /dev/pipes/EOF",
+        "[stage-0 6/6] two",
+        "[stage-0 6/6] alpha world",
+        "[stage-0 6/6] beta $WHO",
+    ] {
+        if !log.contains(want) {
+            missing.push(want);
+        }
+    }
+    assert!(missing.is_empty(), "missing {missing:?}:\n{log}");
+}

@@ -921,6 +921,8 @@ enum LayerWork {
         argv: Vec<String>,
         env: Vec<String>,
         network: crate::runtime::Network,
+        /// Heredoc scripts run as files (`#!`), at /dev/pipes/NAME.
+        pipes: Vec<super::run::PipeFile>,
         label: StepLabel,
     },
 }
@@ -1200,8 +1202,13 @@ impl Build<'_> {
                 argv,
                 env,
                 network,
+                pipes,
                 label,
-            } => return self.run_command(st, argv, env, network, &label).map(Some),
+            } => {
+                return self
+                    .run_command(st, argv, env, network, pipes, &label)
+                    .map(Some)
+            }
             LayerWork::Workdir(dir) => {
                 let path = crate::layer::index::clean(&dir);
                 if path.is_empty()
@@ -1250,9 +1257,6 @@ impl Build<'_> {
         if !r.mounts.is_empty() {
             return Err("RUN --mount is not supported yet".into());
         }
-        if !r.files.is_empty() {
-            return Err("RUN with heredoc files is not supported yet".into());
-        }
         if !r.devices.is_empty() {
             return Err("RUN --device is not supported".into());
         }
@@ -1262,7 +1266,23 @@ impl Build<'_> {
             ins::Network::Default | ins::Network::Host => crate::runtime::Network::Host,
         };
         let c = &st.config.config;
-        let argv = self.command_of(&r.command, &c.shell);
+        let (argv, pipes) = match (&r.command, r.files.is_empty()) {
+            (_, true) => (self.command_of(&r.command, &c.shell), Vec::new()),
+            (ins::CommandForm::Shell(text), false) => {
+                let shell = if c.shell.is_empty() {
+                    vec!["/bin/sh".to_string(), "-c".to_string()]
+                } else {
+                    c.shell.clone()
+                };
+                super::run::heredoc_argv(&shell, text, &r.files)
+            }
+            (ins::CommandForm::Exec(_), false) => {
+                return Err("heredocs need the shell form of RUN".into());
+            }
+        };
+        for p in &pipes {
+            kb.input(format!("heredoc {}", p.name), &p.data);
+        }
         // Every build arg of the stage is in the command's environment, so every one counts
         // (those named in the text were keyed already); ENV wins over an ARG of its name.
         let mut env = c.env.clone();
@@ -1287,6 +1307,7 @@ impl Build<'_> {
             argv,
             env,
             network,
+            pipes,
             label: lab.clone(),
         })
     }
@@ -1298,6 +1319,7 @@ impl Build<'_> {
         argv: Vec<String>,
         env: Vec<String>,
         network: crate::runtime::Network,
+        pipes: Vec<super::run::PipeFile>,
         label: &StepLabel,
     ) -> Result<Descriptor, String> {
         use crate::runtime;
@@ -1340,6 +1362,10 @@ impl Build<'_> {
             hostname: String::new(),
             ids,
             layer_tar: Some(layer_tar.clone()),
+            pipes: pipes
+                .into_iter()
+                .map(|p| (p.name, p.data, p.mode))
+                .collect(),
             source_date_epoch: self.opts.source_date_epoch,
         };
         let mut pending: Vec<u8> = Vec::new();

@@ -5,5 +5,6 @@ pub mod add;
 pub mod copy;
 pub mod exec;
 pub mod key;
+mod run;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};

@@ -81,6 +81,8 @@ pub struct RunSpec {
     /// Where to write the upper dir's changes as a layer tar (OCI whiteouts).
     pub layer_tar: Option<PathBuf>,
     pub source_date_epoch: Option<i64>,
+    /// Files (name, content, mode) put at /dev/pipes/NAME for the command.
+    pub pipes: Vec<(String, Vec<u8>, u32)>,
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
@@ -353,6 +355,7 @@ struct Prepared {
     hostname: CString,
     layer_tar: Option<PathBuf>,
     source_date_epoch: Option<i64>,
+    pipes: Vec<(String, Vec<u8>, u32)>,
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -458,6 +461,7 @@ impl Prepared {
             hostname: cstr(hostname)?,
             layer_tar: spec.layer_tar.clone(),
             source_date_epoch: spec.source_date_epoch,
+            pipes: spec.pipes.clone(),
         })
     }
 }
@@ -731,6 +735,17 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
         ("stderr", "/proc/self/fd/2"),
     ] {
         let _ = std::os::unix::fs::symlink(target, dev.join(link));
+    }
+    if !p.pipes.is_empty() {
+        let dir = dev.join("pipes");
+        std::fs::create_dir(&dir).map_err(|e| setup(format!("{}: {e}", dir.display())))?;
+        for (name, data, mode) in &p.pipes {
+            use std::os::unix::fs::PermissionsExt;
+            let f = dir.join(name);
+            std::fs::write(&f, data).map_err(|e| setup(format!("{}: {e}", f.display())))?;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| setup(format!("{}: {e}", f.display())))?;
+        }
     }
     let etc = root.join("etc");
     let binds = [

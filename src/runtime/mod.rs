@@ -303,8 +303,9 @@ fn userns_refused(msg: &str) -> RuntimeError {
     RuntimeError::UserNamespace(format!(
         "{msg}: this system does not allow unprivileged user namespaces (Ubuntu's AppArmor \
          restriction, a container's seccomp profile, or user.max_user_namespaces=0); \
-         kiln needs one for RUN. In a CI container that is already the sandbox, use \
-         --isolation=chroot"
+         kiln needs one for RUN. Allow them (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0, \
+         or run the CI container with a seccomp profile that permits unshare); \
+         --isolation=chroot, for CI containers that are already the sandbox, is not implemented yet"
     ))
 }
 

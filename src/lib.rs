@@ -12,4 +12,5 @@ pub mod layer;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod runtime;
 pub mod store;

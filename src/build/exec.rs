@@ -605,11 +605,11 @@ impl Build<'_> {
                 kb.input("user", st.config.config.user.as_bytes());
                 layer_work = Some(LayerWork::Workdir(dir));
             }
-            Instruction::Run(_) => {
-                return Err(self.step_err(
-                    l,
-                    "RUN is not supported yet: kiln's runtime arrives with the runtime issue",
-                ));
+            Instruction::Run(r) => {
+                let work = self
+                    .prepare_run(&st, l, r, lab, &mut kb)
+                    .map_err(|e| self.step_err(l, e))?;
+                layer_work = Some(work);
             }
             _ => {
                 self.apply_metadata(&mut st, l, &instr)
@@ -1000,6 +1000,15 @@ enum LayerWork {
         temps: Vec<tempfile::TempPath>,
     },
     Workdir(String),
+    /// RUN: the command in a container on the stage's layers; its changes are the layer.
+    Run {
+        argv: Vec<String>,
+        env: Vec<String>,
+        network: crate::runtime::Network,
+        /// Heredoc scripts run as files (`#!`), at /dev/pipes/NAME.
+        pipes: Vec<super::run::PipeFile>,
+        label: StepLabel,
+    },
 }
 
 fn resolve_workdir(current: &str, path: &str) -> String {
@@ -1273,6 +1282,17 @@ impl Build<'_> {
                 drop((unpacked, fetched));
                 return layer.map(Some);
             }
+            LayerWork::Run {
+                argv,
+                env,
+                network,
+                pipes,
+                label,
+            } => {
+                return self
+                    .run_command(st, argv, env, network, pipes, &label)
+                    .map(Some)
+            }
             LayerWork::Workdir(dir) => {
                 let path = crate::layer::index::clean(&dir);
                 if path.is_empty()
@@ -1307,6 +1327,162 @@ impl Build<'_> {
             }
         };
         self.write_layer(&items).map(Some)
+    }
+
+    /// The command, environment and network of a RUN, and their part of the key.
+    fn prepare_run(
+        &self,
+        st: &State,
+        l: &Located,
+        r: &ins::RunCommand,
+        lab: &StepLabel,
+        kb: &mut KeyBuilder,
+    ) -> Result<LayerWork, String> {
+        if !r.mounts.is_empty() {
+            return Err("RUN --mount is not supported yet".into());
+        }
+        if !r.devices.is_empty() {
+            return Err("RUN --device is not supported".into());
+        }
+        let network = match r.network {
+            ins::Network::None => crate::runtime::Network::None,
+            // The default is the host's network, as BuildKit's: rootless installs need no tun.
+            ins::Network::Default | ins::Network::Host => crate::runtime::Network::Host,
+        };
+        let c = &st.config.config;
+        let (argv, pipes) = match (&r.command, r.files.is_empty()) {
+            (_, true) => (self.command_of(&r.command, &c.shell), Vec::new()),
+            (ins::CommandForm::Shell(text), false) => {
+                let shell = if c.shell.is_empty() {
+                    vec!["/bin/sh".to_string(), "-c".to_string()]
+                } else {
+                    c.shell.clone()
+                };
+                super::run::heredoc_argv(&shell, text, &r.files)
+            }
+            (ins::CommandForm::Exec(_), false) => {
+                return Err("heredocs need the shell form of RUN".into());
+            }
+        };
+        for p in &pipes {
+            kb.input(format!("heredoc {}", p.name), &p.data);
+        }
+        // Every build arg of the stage is in the command's environment, so every one counts
+        // (those named in the text were keyed already); ENV wins over an ARG of its name.
+        let mut env = c.env.clone();
+        for (k, v) in &st.args {
+            if !l.original.contains(k.as_str()) {
+                kb.input(format!("build-arg {k}"), arg_bytes(v));
+            }
+            if let Some(v) = v {
+                if !env
+                    .iter()
+                    .any(|e| e.split_once('=').map(|p| p.0) == Some(k))
+                {
+                    env.push(format!("{k}={v}"));
+                }
+            }
+        }
+        kb.input("env", env.join("\0").as_bytes());
+        kb.input("user", c.user.as_bytes());
+        kb.input("workdir", c.working_dir.as_bytes());
+        kb.input("network", format!("{network:?}").as_bytes());
+        Ok(LayerWork::Run {
+            argv,
+            env,
+            network,
+            pipes,
+            label: lab.clone(),
+        })
+    }
+
+    /// Run a RUN's command on the stage's layers and write the overlay upper dir as a layer.
+    fn run_command(
+        &self,
+        st: &State,
+        argv: Vec<String>,
+        env: Vec<String>,
+        network: crate::runtime::Network,
+        pipes: Vec<super::run::PipeFile>,
+        label: &StepLabel,
+    ) -> Result<Descriptor, String> {
+        use crate::runtime;
+        let ids = runtime::host_id_plan();
+        if let Some(w) = &ids.warning {
+            self.reporter.event(Event::Warning(w));
+        }
+        let mut lowers = Vec::with_capacity(st.layers.len());
+        for layer in st.layers.iter().rev() {
+            lowers.push(
+                runtime::ensure_lower(self.store, &ids, &layer.desc.digest, &layer.path)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        let view = st.view()?;
+        let passwd = view.read_file("/etc/passwd").ok().flatten();
+        let group = view.read_file("/etc/group").ok().flatten();
+        let text =
+            |b: &Option<Vec<u8>>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        let user = runtime::resolve_user(
+            &st.config.config.user,
+            text(&passwd).as_deref(),
+            text(&group).as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let tmp = self.store.root().join("tmp");
+        let scratch = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(&tmp)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let layer_tar = scratch.path().join("layer.tar");
+        let spec = runtime::RunSpec {
+            lowers,
+            scratch: scratch.path().to_path_buf(),
+            argv: argv.clone(),
+            env,
+            cwd: st.config.config.working_dir.clone(),
+            user,
+            network,
+            hostname: String::new(),
+            ids,
+            layer_tar: Some(layer_tar.clone()),
+            pipes: pipes
+                .into_iter()
+                .map(|p| (p.name, p.data, p.mode))
+                .collect(),
+            source_date_epoch: self.opts.source_date_epoch,
+        };
+        let mut pending: Vec<u8> = Vec::new();
+        let emit = |line: &[u8]| {
+            let line = String::from_utf8_lossy(line);
+            self.reporter.event(Event::StepOutput {
+                step: label,
+                line: line.trim_end_matches('\r'),
+            });
+        };
+        let code = runtime::run(&spec, &mut |chunk| {
+            pending.extend_from_slice(chunk);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                emit(&line[..line.len() - 1]);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if !pending.is_empty() {
+            emit(&pending);
+        }
+        if code != 0 {
+            return Err(format!(
+                "process \"{}\" did not complete successfully: exit code: {code}",
+                argv.join(" ")
+            ));
+        }
+        let mut tar =
+            std::fs::File::open(&layer_tar).map_err(|e| format!("{}: {e}", layer_tar.display()))?;
+        let mut w = self.store.blob_writer().map_err(|e| e.to_string())?;
+        std::io::copy(&mut tar, &mut w).map_err(|e| format!("{}: {e}", layer_tar.display()))?;
+        let info = w.commit(None).map_err(|e| e.to_string())?;
+        Ok(info.descriptor(crate::image::media::OCI_LAYER_TAR))
     }
 
     fn write_layer(&self, items: &[Item]) -> Result<Descriptor, String> {

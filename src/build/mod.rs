@@ -6,6 +6,7 @@ pub mod copy;
 pub mod exec;
 pub mod key;
 pub mod remote;
+mod run;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};
 pub use remote::{RemoteCache, StepRecord};

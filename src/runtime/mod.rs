@@ -1,0 +1,841 @@
+//! kiln's own rootless container runtime: one command in new user, mount, pid, uts and ipc
+//! namespaces (and a network namespace of its own for `--network=none`), on an overlayfs
+//! root made of layer snapshots and a fresh upper dir, whose changes can be written out as a
+//! layer tar afterwards (what a RUN step needs).
+//!
+//! Process tree: kiln forks a *keeper* that unshares the user namespace (kiln installs the id
+//! maps from outside, through newuidmap/newgidmap or /proc), then the other namespaces, mounts
+//! the overlay and forks the *command* process (PID 1 of the new pid namespace), which takes a
+//! mount namespace of its own for /proc, /dev and pivot_root, drops to the USER and execs.
+//! The keeper waits for it, removes the mount points it had to create, and walks the upper
+//! dir from inside the user namespace, so the layer records container ids, not host ones.
+
+pub mod ids;
+pub mod rootfs;
+
+pub use ids::{plan_ids, resolve_user, IdMap, IdPlan, Identity};
+pub use rootfs::ensure_lower;
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// A failure of the runtime itself (not of the command it runs).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The kernel or a security policy refused a new user namespace.
+    #[error("{0}")]
+    UserNamespace(String),
+    #[error("setting up the container's id maps: {0}")]
+    IdMap(String),
+    #[error("container root filesystem: {0}")]
+    Rootfs(String),
+    #[error("{0}")]
+    User(String),
+    #[error("container setup: {0}")]
+    Setup(String),
+}
+
+impl RuntimeError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        RuntimeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// The container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// The host's network namespace (package installs work without a tun device).
+    Host,
+    /// A namespace of its own with only loopback.
+    None,
+}
+
+/// What to run, and on what.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Snapshot dirs, topmost first (see [`ensure_lower`]).
+    pub lowers: Vec<PathBuf>,
+    /// An empty directory owned by the caller, on a filesystem that can be an overlay upper;
+    /// `upper/`, `work/` and `merged/` are made in it. The caller removes it.
+    pub scratch: PathBuf,
+    pub argv: Vec<String>,
+    /// `KEY=value` entries, given as they are.
+    pub env: Vec<String>,
+    /// Absolute working directory in the container ("" is /).
+    pub cwd: String,
+    pub user: Identity,
+    pub network: Network,
+    pub hostname: String,
+    pub ids: IdPlan,
+    /// Where to write the upper dir's changes as a layer tar (OCI whiteouts).
+    pub layer_tar: Option<PathBuf>,
+    pub source_date_epoch: Option<i64>,
+    /// Files (name, content, mode) put at /dev/pipes/NAME for the command.
+    pub pipes: Vec<(String, Vec<u8>, u32)>,
+}
+
+/// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
+pub fn host_id_plan() -> IdPlan {
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(euid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let helpers = find_in_path("newuidmap").is_some() && find_in_path("newgidmap").is_some();
+    let subuid = std::fs::read_to_string("/etc/subuid").ok();
+    let subgid = std::fs::read_to_string("/etc/subgid").ok();
+    plan_ids(
+        euid,
+        egid,
+        &name,
+        subuid.as_deref(),
+        subgid.as_deref(),
+        helpers,
+    )
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin:/usr/sbin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    if r != 0 {
+        return Err(RuntimeError::Setup(format!(
+            "pipe: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Run `spec.argv` in a new container; `output` receives its stdout and stderr as they come.
+/// Returns the command's exit code (128 + signal when killed by one, 127 when not found).
+pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, RuntimeError> {
+    if spec.argv.is_empty() {
+        return Err(RuntimeError::Setup("no command to run".into()));
+    }
+    for d in ["upper", "work", "merged", "empty"] {
+        let p = spec.scratch.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| RuntimeError::io(&p, e))?;
+    }
+    let hostname = if spec.hostname.is_empty() {
+        "kiln"
+    } else {
+        &spec.hostname
+    };
+    let files = [
+        ("hostname", format!("{hostname}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+        ),
+    ];
+    for (name, text) in &files {
+        let p = spec.scratch.join(name);
+        std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, e))?;
+    }
+    let prepared = Prepared::new(spec, hostname)?;
+    let (sync_r, sync_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    // SAFETY: the child only runs the keeper (see `keeper`), which uses plain syscalls, the
+    // allocator (fork-safe in glibc) and file writes, and always ends in _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(RuntimeError::Setup(format!(
+            "fork: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if pid == 0 {
+        drop((sync_r, go_w, out_r, status_r));
+        let result = keeper(&prepared, sync_w, go_r, out_w);
+        let msg = match result {
+            Ok(code) => format!("C{code}"),
+            Err(m) => format!("E{m}"),
+        };
+        let mut f = std::fs::File::from(status_w);
+        let _ = f.write_all(msg.as_bytes());
+        drop(f);
+        // SAFETY: ends the forked child without running the parent's atexit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    drop((sync_w, go_r, out_w, status_w));
+    let reap = |pid: libc::pid_t| {
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    };
+    let mut sync = std::fs::File::from(sync_r);
+    let mut byte = [0u8; 1];
+    let unshared = matches!(sync.read(&mut byte), Ok(1));
+    let mut go = std::fs::File::from(go_w);
+    if unshared {
+        if let Err(e) = install_maps(pid, &spec.ids) {
+            // SAFETY: kills and reaps our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(pid);
+            return Err(e);
+        }
+        let _ = go.write_all(&[1]);
+    }
+    drop(go);
+    let mut out = std::fs::File::from(out_r);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => output(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let mut status = String::new();
+    let _ = std::fs::File::from(status_r).read_to_string(&mut status);
+    reap(pid);
+    if let Some(code) = status.strip_prefix('C') {
+        return code
+            .parse()
+            .map_err(|_| RuntimeError::Setup(format!("bad status from the container: {status}")));
+    }
+    let msg = status
+        .strip_prefix('E')
+        .unwrap_or("the container process died");
+    if msg.starts_with("unshare(CLONE_NEWUSER)") {
+        return Err(userns_refused(msg));
+    }
+    Err(RuntimeError::Setup(msg.to_string()))
+}
+
+/// Run `f` in a forked child inside a new user namespace with the maps of `plan` (no other
+/// namespace): file ownership set there is in container ids, as in a container. Used to
+/// unpack snapshots rootless, so a layer's owners survive.
+pub fn in_user_namespace(
+    plan: &IdPlan,
+    f: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<(), RuntimeError> {
+    let (sync_r, sync_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+    // SAFETY: the child runs `f` (file work: syscalls, allocation) and ends in _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(RuntimeError::Setup(os_err("fork")));
+    }
+    if pid == 0 {
+        drop((sync_r, go_w, status_r));
+        let result = (|| {
+            // SAFETY: plain syscalls in the single-threaded child.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            // SAFETY: as above.
+            check(
+                unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+                "unshare(CLONE_NEWUSER)",
+            )?;
+            std::fs::File::from(sync_w)
+                .write_all(&[1])
+                .map_err(|e| e.to_string())?;
+            let mut byte = [0u8; 1];
+            if !matches!(std::fs::File::from(go_r).read(&mut byte), Ok(1)) {
+                return Err("the id maps were not installed".to_string());
+            }
+            f()
+        })();
+        let msg = match result {
+            Ok(()) => "C0".to_string(),
+            Err(m) => format!("E{m}"),
+        };
+        let _ = std::fs::File::from(status_w).write_all(msg.as_bytes());
+        // SAFETY: ends the forked child.
+        unsafe { libc::_exit(0) };
+    }
+    drop((sync_w, go_r, status_w));
+    let reap = || {
+        let mut st = 0;
+        // SAFETY: waits for our own child.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    };
+    let mut byte = [0u8; 1];
+    let mut go = std::fs::File::from(go_w);
+    if matches!(std::fs::File::from(sync_r).read(&mut byte), Ok(1)) {
+        if let Err(e) = install_maps(pid, plan) {
+            // SAFETY: kills our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap();
+            return Err(e);
+        }
+        let _ = go.write_all(&[1]);
+    }
+    drop(go);
+    let mut status = String::new();
+    let _ = std::fs::File::from(status_r).read_to_string(&mut status);
+    reap();
+    match status.strip_prefix('E') {
+        None if status == "C0" => Ok(()),
+        Some(m) if m.starts_with("unshare(CLONE_NEWUSER)") => Err(userns_refused(m)),
+        Some(m) => Err(RuntimeError::Setup(m.to_string())),
+        None => Err(RuntimeError::Setup("the helper process died".into())),
+    }
+}
+
+fn userns_refused(msg: &str) -> RuntimeError {
+    RuntimeError::UserNamespace(format!(
+        "{msg}: this system does not allow unprivileged user namespaces (Ubuntu's AppArmor \
+         restriction, a container's seccomp profile, or user.max_user_namespaces=0); \
+         kiln needs one for RUN. Allow them (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0, \
+         or run the CI container with a seccomp profile that permits unshare); \
+         --isolation=chroot, for CI containers that are already the sandbox, is not implemented yet"
+    ))
+}
+
+fn install_maps(pid: libc::pid_t, plan: &IdPlan) -> Result<(), RuntimeError> {
+    if plan.helpers {
+        for (tool, maps) in [("newuidmap", &plan.uids), ("newgidmap", &plan.gids)] {
+            let out = std::process::Command::new(tool)
+                .arg(pid.to_string())
+                .args(ids::helper_args(maps))
+                .output()
+                .map_err(|e| RuntimeError::IdMap(format!("{tool}: {e}")))?;
+            if !out.status.success() {
+                return Err(RuntimeError::IdMap(format!(
+                    "{tool} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        return Ok(());
+    }
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let write = |name: &str, text: &str| {
+        let p = proc.join(name);
+        std::fs::write(&p, text).map_err(|e| RuntimeError::IdMap(format!("{}: {e}", p.display())))
+    };
+    write("uid_map", &ids::map_text(&plan.uids))?;
+    if !nix::unistd::geteuid().is_root() {
+        // The kernel allows an unprivileged gid_map only once setgroups is denied.
+        write("setgroups", "deny")?;
+    }
+    write("gid_map", &ids::map_text(&plan.gids))
+}
+
+/// Everything the forked processes need, made before fork (no allocation decisions after).
+struct Prepared {
+    lower_dir: Option<CString>,
+    mount_data: CString,
+    merged: PathBuf,
+    upper: PathBuf,
+    scratch: PathBuf,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    program: Vec<CString>,
+    cwd: CString,
+    user: Identity,
+    groups_allowed: bool,
+    network: Network,
+    hostname: CString,
+    layer_tar: Option<PathBuf>,
+    source_date_epoch: Option<i64>,
+    pipes: Vec<(String, Vec<u8>, u32)>,
+}
+
+fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
+    CString::new(s.as_ref().to_vec())
+        .map_err(|_| RuntimeError::Setup("a NUL byte in an argument or variable".into()))
+}
+
+impl Prepared {
+    fn new(spec: &RunSpec, hostname: &str) -> Result<Prepared, RuntimeError> {
+        let upper = spec.scratch.join("upper");
+        // overlayfs refuses one dir twice (ELOOP); a layer repeated (two RUNs that changed
+        // nothing) shows the same content whichever copy is kept, so the topmost stays.
+        let mut seen = std::collections::HashSet::new();
+        let deduped: Vec<PathBuf> = spec
+            .lowers
+            .iter()
+            .filter(|l| seen.insert((*l).clone()))
+            .cloned()
+            .collect();
+        let spec = &RunSpec {
+            lowers: deduped,
+            ..spec.clone()
+        };
+        let work = spec.scratch.join("work");
+        // Short lower names keep the mount options under the kernel's one-page limit.
+        let common = spec
+            .lowers
+            .first()
+            .and_then(|p| p.parent())
+            .filter(|parent| spec.lowers.iter().all(|l| l.parent() == Some(*parent)));
+        let lowers: Vec<PathBuf> = if spec.lowers.is_empty() {
+            vec![spec.scratch.join("empty")]
+        } else {
+            match common {
+                Some(_) => spec
+                    .lowers
+                    .iter()
+                    .map(|l| PathBuf::from(l.file_name().unwrap_or_default()))
+                    .collect(),
+                None => spec.lowers.clone(),
+            }
+        };
+        let escape = |p: &Path| -> String {
+            p.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace(',', "\\,")
+                .replace(':', "\\:")
+        };
+        let lowerdir = lowers
+            .iter()
+            .map(|p| escape(p))
+            .collect::<Vec<_>>()
+            .join(":");
+        let data = format!(
+            "lowerdir={lowerdir},upperdir={},workdir={},userxattr",
+            escape(&upper),
+            escape(&work)
+        );
+        let path_var = spec
+            .env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        let arg0 = &spec.argv[0];
+        let program: Vec<CString> = if arg0.contains('/') {
+            vec![cstr(arg0)?]
+        } else {
+            path_var
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| cstr(format!("{}/{arg0}", d.trim_end_matches('/'))))
+                .collect::<Result<_, _>>()?
+        };
+        let mut env: Vec<String> = spec.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(0, format!("PATH={path_var}"));
+        }
+        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+            env.push(format!("HOSTNAME={hostname}"));
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            let home = spec.user.home.clone().unwrap_or_else(|| "/root".into());
+            env.push(format!("HOME={home}"));
+        }
+        Ok(Prepared {
+            lower_dir: match (common, spec.lowers.is_empty()) {
+                (Some(c), false) => Some(cstr(c.as_os_str().as_bytes())?),
+                _ => None,
+            },
+            mount_data: cstr(data)?,
+            merged: spec.scratch.join("merged"),
+            upper,
+            scratch: spec.scratch.clone(),
+            argv: spec.argv.iter().map(cstr).collect::<Result<_, _>>()?,
+            env: env.iter().map(cstr).collect::<Result<_, _>>()?,
+            program,
+            cwd: cstr(if spec.cwd.is_empty() { "/" } else { &spec.cwd })?,
+            user: spec.user.clone(),
+            groups_allowed: spec.ids.helpers || nix::unistd::geteuid().is_root(),
+            network: spec.network,
+            hostname: cstr(hostname)?,
+            layer_tar: spec.layer_tar.clone(),
+            source_date_epoch: spec.source_date_epoch,
+            pipes: spec.pipes.clone(),
+        })
+    }
+}
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+fn check(r: libc::c_int, what: &str) -> Result<(), String> {
+    if r < 0 {
+        Err(os_err(what))
+    } else {
+        Ok(())
+    }
+}
+
+fn path_c(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", p.display()))
+}
+
+fn mount(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&CString>,
+) -> Result<(), String> {
+    let s = cstr(src).map_err(|e| e.to_string())?;
+    let t = path_c(target)?;
+    let f = cstr(fstype).map_err(|e| e.to_string())?;
+    // SAFETY: all pointers are valid NUL-terminated strings (or null data) for the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            f.as_ptr(),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    check(r, &format!("mounting {fstype} on {}", target.display()))
+}
+
+/// The keeper: namespaces, the overlay, the command, then the diff. Returns the exit code.
+fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
+    // SAFETY: plain syscalls on this (single-threaded) child.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // SAFETY: as above.
+    check(
+        unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+        "unshare(CLONE_NEWUSER)",
+    )?;
+    let mut sync = std::fs::File::from(sync_w);
+    sync.write_all(&[1]).map_err(|e| e.to_string())?;
+    drop(sync);
+    let mut byte = [0u8; 1];
+    if !matches!(std::fs::File::from(go_r).read(&mut byte), Ok(1)) {
+        return Err("the id maps were not installed".into());
+    }
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if p.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: plain syscalls.
+    check(unsafe { libc::unshare(flags) }, "unshare")?;
+    mount(
+        "none",
+        Path::new("/"),
+        "",
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )?;
+    // SAFETY: hostname is a valid buffer of the given length.
+    check(
+        unsafe { libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()) },
+        "sethostname",
+    )?;
+    if p.network == Network::None {
+        loopback_up()?;
+    }
+    if let Some(dir) = &p.lower_dir {
+        // SAFETY: dir is a valid C string.
+        check(
+            unsafe { libc::chdir(dir.as_ptr()) },
+            "chdir to the snapshots",
+        )?;
+    }
+    mount("overlay", &p.merged, "overlay", 0, Some(&p.mount_data))
+        .map_err(|e| format!("{e} (overlayfs in a user namespace needs Linux 5.11 or later)"))?;
+    let created = make_mount_points(&p.merged)?;
+    // SAFETY: the command child only runs `command`, which ends in exec or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os_err("fork"));
+    }
+    if pid == 0 {
+        let code = match command(p, &out_w) {
+            Ok(never) => match never {},
+            Err((code, msg)) => {
+                let mut f = std::fs::File::from(out_w);
+                let _ = writeln!(f, "kiln: {msg}");
+                code
+            }
+        };
+        // SAFETY: ends the child.
+        unsafe { libc::_exit(code) };
+    }
+    drop(out_w);
+    let mut st = 0;
+    loop {
+        // SAFETY: waits for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(os_err("waitpid"));
+        }
+    }
+    let code = if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else {
+        128 + libc::WTERMSIG(st)
+    };
+    // Mount points kiln made are not the command's changes.
+    for path in created.iter().rev() {
+        let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+    }
+    let merged = path_c(&p.merged)?;
+    // SAFETY: valid C string.
+    unsafe { libc::umount2(merged.as_ptr(), libc::MNT_DETACH) };
+    // Making a mount point copied its directory up; if nothing else is left in that copy,
+    // it is no change of the command's (a metadata-only change to it is lost: rare).
+    for path in &created {
+        let Some(rel) = path.parent().and_then(|d| d.strip_prefix(&p.merged).ok()) else {
+            continue;
+        };
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let up = p.upper.join(rel);
+        let empty = std::fs::read_dir(&up).is_ok_and(|mut d| d.next().is_none());
+        let opaque = xattr::get(&up, rootfs::OPAQUE_XATTR).is_ok_and(|v| v.is_some());
+        if empty && !opaque {
+            let _ = std::fs::remove_dir(&up);
+        }
+    }
+    if let Some(tar) = &p.layer_tar {
+        let f = std::fs::File::create(tar).map_err(|e| format!("{}: {e}", tar.display()))?;
+        let w = std::io::BufWriter::new(f);
+        let (w, _) = crate::layer::diff_overlay_upper(
+            &p.upper,
+            w,
+            crate::layer::BuildOptions {
+                source_date_epoch: p.source_date_epoch,
+            },
+            crate::layer::TreeOptions::default(),
+        )
+        .map_err(|e| format!("reading the container's changes: {e}"))?;
+        w.into_inner()
+            .map_err(|e| format!("{}: {e}", tar.display()))?
+            .sync_all()
+            .map_err(|e| format!("{}: {e}", tar.display()))?;
+    }
+    // Inside the user namespace the keeper may remove files owned by any container id;
+    // kiln outside it could not remove those a rootless command made as another user.
+    let _ = std::fs::remove_dir_all(&p.upper);
+    let _ = std::fs::remove_dir_all(p.scratch.join("work"));
+    Ok(code)
+}
+
+/// Create in the merged root the mount points the command process needs and the image
+/// lacks; returns what was created (in creation order).
+fn make_mount_points(merged: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut created = Vec::new();
+    for d in ["proc", "dev"] {
+        let path = merged.join(d);
+        if std::fs::symlink_metadata(&path).is_err() {
+            std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            created.push(path);
+        }
+    }
+    let etc = merged.join("etc");
+    if etc.is_dir() {
+        for f in ["hosts", "hostname", "resolv.conf"] {
+            let path = etc.join(f);
+            if std::fs::symlink_metadata(&path).is_err() {
+                std::fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))?;
+                created.push(path);
+            }
+        }
+    }
+    Ok(created)
+}
+
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: a socket used only for the ioctl below, closed at the end.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(os_err("socket"));
+    }
+    // SAFETY: fd is the socket just made.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) };
+    check(r, "bringing up loopback")
+}
+
+enum Never {}
+
+/// The command process: its mounts, pivot_root, identity, exec. Only returns on failure,
+/// with the exit code to use (125: setup, 126: cannot execute, 127: not found).
+fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
+    let setup = |m: String| (125, m);
+    // SAFETY: plain syscalls in the single-threaded child.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // pivot_root moves every process whose root is the old one: a mount namespace of its
+    // own keeps the keeper's view (where the upper dir is) intact.
+    // SAFETY: as above.
+    check(
+        unsafe { libc::unshare(libc::CLONE_NEWNS) },
+        "unshare(CLONE_NEWNS)",
+    )
+    .map_err(setup)?;
+    let root = &p.merged;
+    mount(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(setup)?;
+    let dev = root.join("dev");
+    let mode = cstr("mode=755,size=65536k").map_err(|e| setup(e.to_string()))?;
+    mount("tmpfs", &dev, "tmpfs", libc::MS_NOSUID, Some(&mode)).map_err(setup)?;
+    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(d);
+        std::fs::write(&target, b"").map_err(|e| setup(format!("{}: {e}", target.display())))?;
+        let host = format!("/dev/{d}");
+        mount(&host, &target, "", libc::MS_BIND, None).map_err(setup)?;
+    }
+    for (d, fstype, opts) in [
+        ("pts", "devpts", "newinstance,ptmxmode=0666,mode=0620"),
+        ("shm", "tmpfs", "mode=1777,size=65536k"),
+    ] {
+        let target = dev.join(d);
+        let _ = std::fs::create_dir(&target);
+        let o = cstr(opts).map_err(|e| setup(e.to_string()))?;
+        // A missing /dev/pts or /dev/shm only matters to the few commands that use them.
+        let _ = mount(
+            fstype,
+            &target,
+            fstype,
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            Some(&o),
+        );
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(target, dev.join(link));
+    }
+    if !p.pipes.is_empty() {
+        let dir = dev.join("pipes");
+        std::fs::create_dir(&dir).map_err(|e| setup(format!("{}: {e}", dir.display())))?;
+        for (name, data, mode) in &p.pipes {
+            use std::os::unix::fs::PermissionsExt;
+            let f = dir.join(name);
+            std::fs::write(&f, data).map_err(|e| setup(format!("{}: {e}", f.display())))?;
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| setup(format!("{}: {e}", f.display())))?;
+        }
+    }
+    let etc = root.join("etc");
+    let binds = [
+        (p.scratch.join("hosts"), etc.join("hosts")),
+        (p.scratch.join("hostname"), etc.join("hostname")),
+        (PathBuf::from("/etc/resolv.conf"), etc.join("resolv.conf")),
+    ];
+    for (src, dst) in &binds {
+        if src.exists() && dst.is_file() {
+            let s = src.to_string_lossy();
+            mount(&s, dst, "", libc::MS_BIND, None).map_err(setup)?;
+        }
+    }
+    let r = path_c(root).map_err(setup)?;
+    let dot = cstr(".").map_err(|e| setup(e.to_string()))?;
+    // SAFETY: valid C strings; pivot_root(".", ".") stacks the old root under the new one,
+    // and the detach then drops it, so no directory has to be made in the image.
+    unsafe {
+        check(libc::chdir(r.as_ptr()), "chdir to the root").map_err(setup)?;
+        check(
+            libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) as libc::c_int,
+            "pivot_root",
+        )
+        .map_err(setup)?;
+        check(
+            libc::umount2(dot.as_ptr(), libc::MNT_DETACH),
+            "detaching the old root",
+        )
+        .map_err(setup)?;
+        let slash = c"/";
+        check(libc::chdir(slash.as_ptr()), "chdir /").map_err(setup)?;
+    }
+    // SAFETY: valid C string.
+    if unsafe { libc::chdir(p.cwd.as_ptr()) } != 0 {
+        return Err(setup(os_err(&format!(
+            "working directory {}",
+            p.cwd.to_string_lossy()
+        ))));
+    }
+    let u = &p.user;
+    // SAFETY: plain identity syscalls; groups is a valid slice.
+    unsafe {
+        if p.groups_allowed {
+            let groups: Vec<libc::gid_t> = u.groups.clone();
+            check(libc::setgroups(groups.len(), groups.as_ptr()), "setgroups").map_err(setup)?;
+        }
+        check(
+            libc::setresgid(u.gid, u.gid, u.gid),
+            &format!("setgid {}", u.gid),
+        )
+        .map_err(setup)?;
+        check(
+            libc::setresuid(u.uid, u.uid, u.uid),
+            &format!("setuid {}", u.uid),
+        )
+        .map_err(setup)?;
+    }
+    // SAFETY: fd plumbing in the child: stdin from /dev/null, stdout and stderr to kiln.
+    unsafe {
+        let null = c"/dev/null";
+        let fd = libc::open(null.as_ptr(), libc::O_RDONLY);
+        if fd >= 0 {
+            libc::dup2(fd, 0);
+            libc::close(fd);
+        }
+        libc::dup2(out_w.as_raw_fd(), 1);
+        libc::dup2(out_w.as_raw_fd(), 2);
+    }
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = p.env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let mut err = libc::ENOENT;
+    for prog in &p.program {
+        // SAFETY: argv and envp are null-terminated arrays of valid C strings.
+        unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        // As execvp: keep looking past missing entries, remember a real failure.
+        if e != libc::ENOENT && e != libc::ENOTDIR {
+            err = e;
+        }
+    }
+    let name = p.argv[0].to_string_lossy();
+    Err(if err == libc::ENOENT {
+        (127, format!("{name}: executable file not found in $PATH"))
+    } else {
+        (
+            126,
+            format!("{name}: {}", std::io::Error::from_raw_os_error(err)),
+        )
+    })
+}

@@ -623,9 +623,8 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
             crate::layer::TreeOptions::default(),
         )
         .map_err(|e| format!("reading the container's changes: {e}"))?;
+        // No fsync: this is staging; the blob made from it is synced when committed.
         w.into_inner()
-            .map_err(|e| format!("{}: {e}", tar.display()))?
-            .sync_all()
             .map_err(|e| format!("{}: {e}", tar.display()))?;
     }
     // Inside the user namespace the keeper may remove files owned by any container id;
@@ -838,4 +837,80 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
             format!("{name}: {}", std::io::Error::from_raw_os_error(err)),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(lowers: &[&str]) -> RunSpec {
+        RunSpec {
+            lowers: lowers.iter().map(PathBuf::from).collect(),
+            scratch: PathBuf::from("/s/run-1"),
+            argv: vec!["ls".into(), "-l".into()],
+            env: vec!["PATH=/bin:/usr/bin".into()],
+            cwd: String::new(),
+            user: Identity::default(),
+            network: Network::Host,
+            hostname: String::new(),
+            ids: plan_ids(0, 0, "root", None, None, false),
+            layer_tar: None,
+            source_date_epoch: None,
+            pipes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lowers_are_short_names_deduplicated_topmost_first() {
+        let p = Prepared::new(
+            &spec(&["/st/snapshots/b", "/st/snapshots/a", "/st/snapshots/b"]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(
+            p.mount_data.to_str().unwrap(),
+            "lowerdir=b:a,upperdir=/s/run-1/upper,workdir=/s/run-1/work,userxattr"
+        );
+        assert_eq!(
+            p.lower_dir.as_deref().unwrap().to_str().unwrap(),
+            "/st/snapshots"
+        );
+    }
+
+    #[test]
+    fn scratch_images_get_an_empty_lower_and_odd_paths_are_escaped() {
+        let p = Prepared::new(&spec(&[]), "h").unwrap();
+        assert!(p.lower_dir.is_none());
+        assert!(p
+            .mount_data
+            .to_str()
+            .unwrap()
+            .starts_with("lowerdir=/s/run-1/empty,"));
+        let p = Prepared::new(&spec(&["/x/a:b", "/y/c,d"]), "h").unwrap();
+        assert!(p
+            .mount_data
+            .to_str()
+            .unwrap()
+            .starts_with("lowerdir=/x/a\\:b:/y/c\\,d,"));
+    }
+
+    #[test]
+    fn the_program_is_looked_up_in_the_containers_path() {
+        let p = Prepared::new(&spec(&[]), "h").unwrap();
+        let progs: Vec<_> = p.program.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(progs, ["/bin/ls", "/usr/bin/ls"]);
+        let envs: Vec<_> = p.env.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(envs, ["PATH=/bin:/usr/bin", "HOSTNAME=h", "HOME=/root"]);
+    }
+
+    #[test]
+    fn refusal_of_user_namespaces_is_explained() {
+        let e = userns_refused("unshare(CLONE_NEWUSER): Operation not permitted");
+        let m = e.to_string();
+        assert!(
+            m.contains("does not allow unprivileged user namespaces"),
+            "{m}"
+        );
+        assert!(m.contains("--isolation=chroot"), "{m}");
+    }
 }

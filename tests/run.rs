@@ -270,7 +270,10 @@ fn builds_with_run(who: As) {
     for l in &layers[1..] {
         for (p, _, _) in l {
             assert!(
-                !p.starts_with("proc") && !p.starts_with("dev") && !p.contains("resolv.conf"),
+                !p.starts_with("proc")
+                    && !p.starts_with("dev")
+                    && !p.starts_with("sys")
+                    && !p.contains("resolv.conf"),
                 "mount point {p} in a layer"
             );
         }
@@ -437,4 +440,24 @@ fn run_heredocs() {
         }
     }
     assert!(missing.is_empty(), "missing {missing:?}:\n{log}");
+}
+
+#[test]
+fn parallel_stages_with_run_and_copy_from() {
+    let e = Env::new(As::Rootless);
+    let df = "FROM busybox:latest AS a\n\
+              RUN sleep 1 && echo from-a > /a.txt\n\
+              FROM busybox:latest AS b\n\
+              RUN sleep 1 && echo from-b > /b.txt\n\
+              FROM busybox:latest\n\
+              COPY --from=a /a.txt /\n\
+              COPY --from=b /b.txt /\n\
+              RUN cat /a.txt /b.txt && test -d /sys/class && ! touch /sys/x 2>/dev/null && echo sys-ro\n";
+    let ctx = e.context("stages", &[("Dockerfile", df)]);
+    let out = e.build(&ctx, "stages:1", &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    for want in ["] from-a", "] from-b", "] sys-ro"] {
+        assert!(log.contains(want), "missing {want:?}:\n{log}");
+    }
 }

@@ -170,6 +170,12 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, Runtime
     }
     if pid == 0 {
         drop((sync_r, go_w, out_r, status_r));
+        close_other_fds(&[
+            sync_w.as_raw_fd(),
+            go_r.as_raw_fd(),
+            out_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ]);
         let result = keeper(&prepared, sync_w, go_r, out_w);
         let msg = match result {
             Ok(code) => format!("C{code}"),
@@ -245,6 +251,7 @@ pub fn in_user_namespace(
     }
     if pid == 0 {
         drop((sync_r, go_w, status_r));
+        close_other_fds(&[sync_w.as_raw_fd(), go_r.as_raw_fd(), status_w.as_raw_fd()]);
         let result = (|| {
             // SAFETY: plain syscalls in the single-threaded child.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -506,6 +513,24 @@ fn mount(
     check(r, &format!("mounting {fstype} on {}", target.display()))
 }
 
+/// Close every descriptor above stderr but `keep`. A forked child that does not exec keeps
+/// the parent's descriptors, among them the output pipes of other RUNs running at the same
+/// time, whose readers would then wait for this child to end before they see EOF.
+fn close_other_fds(keep: &[libc::c_int]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<libc::c_int> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: closing descriptors this child inherited and never uses; the one the
+        // directory listing used is already closed or fails harmlessly with EBADF.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// The keeper: namespaces, the overlay, the command, then the diff. Returns the exit code.
 fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
@@ -638,7 +663,7 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
 /// lacks; returns what was created (in creation order).
 fn make_mount_points(merged: &Path) -> Result<Vec<PathBuf>, String> {
     let mut created = Vec::new();
-    for d in ["proc", "dev"] {
+    for d in ["proc", "dev", "sys"] {
         let path = merged.join(d);
         if std::fs::symlink_metadata(&path).is_err() {
             std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -702,6 +727,23 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
         None,
     )
     .map_err(setup)?;
+    // /sys read-only, best effort: a user namespace may not remount a bind it does not own
+    // the locked flags of, and few build commands read /sys.
+    let sys = root.join("sys");
+    if mount("/sys", &sys, "", libc::MS_BIND | libc::MS_REC, None).is_ok() {
+        let _ = mount(
+            "",
+            &sys,
+            "",
+            libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            None,
+        );
+    }
     let dev = root.join("dev");
     let mode = cstr("mode=755,size=65536k").map_err(|e| setup(e.to_string()))?;
     mount("tmpfs", &dev, "tmpfs", libc::MS_NOSUID, Some(&mode)).map_err(setup)?;

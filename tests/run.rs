@@ -77,8 +77,12 @@ impl Env {
     }
 
     fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_env(args, &[])
+    }
+
+    fn kiln_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
         let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("setpriv");
+            let mut c = Command::new("/usr/bin/setpriv");
             c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
                 .arg(self.path().join("kiln"))
                 .env("HOME", format!("/home/{USER}"));
@@ -91,6 +95,7 @@ impl Env {
             .arg(self.store())
             .args(args)
             .env_remove("SOURCE_DATE_EPOCH")
+            .envs(vars.iter().copied())
             .output()
             .unwrap()
     }
@@ -270,7 +275,10 @@ fn builds_with_run(who: As) {
     for l in &layers[1..] {
         for (p, _, _) in l {
             assert!(
-                !p.starts_with("proc") && !p.starts_with("dev") && !p.contains("resolv.conf"),
+                !p.starts_with("proc")
+                    && !p.starts_with("dev")
+                    && !p.starts_with("sys")
+                    && !p.contains("resolv.conf"),
                 "mount point {p} in a layer"
             );
         }
@@ -437,4 +445,64 @@ fn run_heredocs() {
         }
     }
     assert!(missing.is_empty(), "missing {missing:?}:\n{log}");
+}
+
+#[test]
+fn parallel_stages_with_run_and_copy_from() {
+    let e = Env::new(As::Rootless);
+    let df = "FROM busybox:latest AS a\n\
+              RUN sleep 1 && echo from-a > /a.txt\n\
+              FROM busybox:latest AS b\n\
+              RUN sleep 1 && echo from-b > /b.txt\n\
+              FROM busybox:latest\n\
+              COPY --from=a /a.txt /\n\
+              COPY --from=b /b.txt /\n\
+              RUN cat /a.txt /b.txt && test -d /sys/class && ! touch /sys/x 2>/dev/null && echo sys-ro\n";
+    let ctx = e.context("stages", &[("Dockerfile", df)]);
+    let out = e.build(&ctx, "stages:1", &[]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    for want in ["] from-a", "] from-b", "] sys-ro"] {
+        assert!(log.contains(want), "missing {want:?}:\n{log}");
+    }
+}
+
+#[test]
+fn without_newuidmap_only_the_callers_id_is_mapped_with_a_warning() {
+    let e = Env::new(As::Rootless);
+    // A PATH without newuidmap/newgidmap (kiln itself is started by its full path).
+    let vars = [("PATH", "/nonexistent")];
+    let ok = e.context(
+        "one-id",
+        &[(
+            "Dockerfile",
+            "FROM busybox:latest\nRUN id -u && touch /mine\n",
+        )],
+    );
+    let mut args = vec!["build", "--progress=plain", "-t", "oneid:1"];
+    let c = ok.to_str().unwrap().to_string();
+    args.push(&c);
+    let out = e.kiln_env(&args, &vars);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("[stage-0 2/2] 0"), "{log}");
+    assert!(
+        log.contains("WARNING: newuidmap/newgidmap are not installed"),
+        "{log}"
+    );
+    let chown = e.context(
+        "chown",
+        &[(
+            "Dockerfile",
+            "FROM busybox:latest\nRUN touch /f && chown 1234 /f\n",
+        )],
+    );
+    let c = chown.to_str().unwrap().to_string();
+    let out = e.kiln_env(&["build", "--progress=plain", "-t", "oneid:2", &c], &vars);
+    let log = text(&out);
+    assert!(
+        !out.status.success(),
+        "chown to an unmapped id succeeded:\n{log}"
+    );
+    assert!(log.contains("RUN failed"), "{log}");
 }

@@ -170,6 +170,12 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, Runtime
     }
     if pid == 0 {
         drop((sync_r, go_w, out_r, status_r));
+        close_other_fds(&[
+            sync_w.as_raw_fd(),
+            go_r.as_raw_fd(),
+            out_w.as_raw_fd(),
+            status_w.as_raw_fd(),
+        ]);
         let result = keeper(&prepared, sync_w, go_r, out_w);
         let msg = match result {
             Ok(code) => format!("C{code}"),
@@ -245,6 +251,7 @@ pub fn in_user_namespace(
     }
     if pid == 0 {
         drop((sync_r, go_w, status_r));
+        close_other_fds(&[sync_w.as_raw_fd(), go_r.as_raw_fd(), status_w.as_raw_fd()]);
         let result = (|| {
             // SAFETY: plain syscalls in the single-threaded child.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
@@ -506,6 +513,24 @@ fn mount(
     check(r, &format!("mounting {fstype} on {}", target.display()))
 }
 
+/// Close every descriptor above stderr but `keep`. A forked child that does not exec keeps
+/// the parent's descriptors, among them the output pipes of other RUNs running at the same
+/// time, whose readers would then wait for this child to end before they see EOF.
+fn close_other_fds(keep: &[libc::c_int]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<libc::c_int> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: closing descriptors this child inherited and never uses; the one the
+        // directory listing used is already closed or fails harmlessly with EBADF.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// The keeper: namespaces, the overlay, the command, then the diff. Returns the exit code.
 fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
@@ -623,9 +648,8 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
             crate::layer::TreeOptions::default(),
         )
         .map_err(|e| format!("reading the container's changes: {e}"))?;
+        // No fsync: this is staging; the blob made from it is synced when committed.
         w.into_inner()
-            .map_err(|e| format!("{}: {e}", tar.display()))?
-            .sync_all()
             .map_err(|e| format!("{}: {e}", tar.display()))?;
     }
     // Inside the user namespace the keeper may remove files owned by any container id;
@@ -639,7 +663,7 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
 /// lacks; returns what was created (in creation order).
 fn make_mount_points(merged: &Path) -> Result<Vec<PathBuf>, String> {
     let mut created = Vec::new();
-    for d in ["proc", "dev"] {
+    for d in ["proc", "dev", "sys"] {
         let path = merged.join(d);
         if std::fs::symlink_metadata(&path).is_err() {
             std::fs::create_dir(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -703,6 +727,23 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
         None,
     )
     .map_err(setup)?;
+    // /sys read-only, best effort: a user namespace may not remount a bind it does not own
+    // the locked flags of, and few build commands read /sys.
+    let sys = root.join("sys");
+    if mount("/sys", &sys, "", libc::MS_BIND | libc::MS_REC, None).is_ok() {
+        let _ = mount(
+            "",
+            &sys,
+            "",
+            libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | libc::MS_NOEXEC,
+            None,
+        );
+    }
     let dev = root.join("dev");
     let mode = cstr("mode=755,size=65536k").map_err(|e| setup(e.to_string()))?;
     mount("tmpfs", &dev, "tmpfs", libc::MS_NOSUID, Some(&mode)).map_err(setup)?;
@@ -838,4 +879,80 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
             format!("{name}: {}", std::io::Error::from_raw_os_error(err)),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(lowers: &[&str]) -> RunSpec {
+        RunSpec {
+            lowers: lowers.iter().map(PathBuf::from).collect(),
+            scratch: PathBuf::from("/s/run-1"),
+            argv: vec!["ls".into(), "-l".into()],
+            env: vec!["PATH=/bin:/usr/bin".into()],
+            cwd: String::new(),
+            user: Identity::default(),
+            network: Network::Host,
+            hostname: String::new(),
+            ids: plan_ids(0, 0, "root", None, None, false),
+            layer_tar: None,
+            source_date_epoch: None,
+            pipes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn lowers_are_short_names_deduplicated_topmost_first() {
+        let p = Prepared::new(
+            &spec(&["/st/snapshots/b", "/st/snapshots/a", "/st/snapshots/b"]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(
+            p.mount_data.to_str().unwrap(),
+            "lowerdir=b:a,upperdir=/s/run-1/upper,workdir=/s/run-1/work,userxattr"
+        );
+        assert_eq!(
+            p.lower_dir.as_deref().unwrap().to_str().unwrap(),
+            "/st/snapshots"
+        );
+    }
+
+    #[test]
+    fn scratch_images_get_an_empty_lower_and_odd_paths_are_escaped() {
+        let p = Prepared::new(&spec(&[]), "h").unwrap();
+        assert!(p.lower_dir.is_none());
+        assert!(p
+            .mount_data
+            .to_str()
+            .unwrap()
+            .starts_with("lowerdir=/s/run-1/empty,"));
+        let p = Prepared::new(&spec(&["/x/a:b", "/y/c,d"]), "h").unwrap();
+        assert!(p
+            .mount_data
+            .to_str()
+            .unwrap()
+            .starts_with("lowerdir=/x/a\\:b:/y/c\\,d,"));
+    }
+
+    #[test]
+    fn the_program_is_looked_up_in_the_containers_path() {
+        let p = Prepared::new(&spec(&[]), "h").unwrap();
+        let progs: Vec<_> = p.program.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(progs, ["/bin/ls", "/usr/bin/ls"]);
+        let envs: Vec<_> = p.env.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(envs, ["PATH=/bin:/usr/bin", "HOSTNAME=h", "HOME=/root"]);
+    }
+
+    #[test]
+    fn refusal_of_user_namespaces_is_explained() {
+        let e = userns_refused("unshare(CLONE_NEWUSER): Operation not permitted");
+        let m = e.to_string();
+        assert!(
+            m.contains("does not allow unprivileged user namespaces"),
+            "{m}"
+        );
+        assert!(m.contains("--isolation=chroot"), "{m}");
+    }
 }

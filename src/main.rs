@@ -8,5 +8,8 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Rootless containers leave files owned by subordinate ids; gc removes those trees
+    // inside a user namespace.
+    kiln::store::set_foreign_tree_remover(kiln::runtime::remove_foreign_tree);
     cli::main()
 }

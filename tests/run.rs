@@ -335,6 +335,15 @@ fn builds_with_run(who: As) {
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(tmp.is_empty(), "left in tmp/: {tmp:?}");
+
+    // Everything can be collected again, even snapshots holding files that belong to
+    // container users (subordinate ids the rootless user cannot remove alone).
+    let out = e.kiln_env(&["prune", "-a", "-f"], &[("KILN_GC_GRACE_SECONDS", "0")]);
+    assert!(out.status.success(), "prune failed:\n{}", text(&out));
+    let left: Vec<_> = std::fs::read_dir(e.store().join("snapshots"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "snapshots left after prune -a: {left:?}");
 }
 
 #[test]

@@ -86,6 +86,17 @@ pub struct RunSpec {
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
+/// Remove a tree that holds files of the caller's subordinate ids (a rootless snapshot or
+/// scratch dir): from inside a user namespace mapped as the containers are, where the
+/// caller is root over all of them. The store calls this when it cannot remove a tree.
+pub fn remove_foreign_tree(path: &std::path::Path) -> std::io::Result<()> {
+    let plan = host_id_plan();
+    in_user_namespace(&plan, &mut || {
+        std::fs::remove_dir_all(path).map_err(|e| format!("{}: {e}", path.display()))
+    })
+    .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
 pub fn host_id_plan() -> IdPlan {
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();

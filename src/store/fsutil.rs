@@ -120,8 +120,29 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     if fs::remove_dir_all(path).is_ok() {
         return Ok(());
     }
-    make_dirs_writable(path)?;
+    let writable = make_dirs_writable(path);
+    if writable.is_ok() && ignore_not_found(fs::remove_dir_all(path)).is_ok() {
+        return Ok(());
+    }
+    // Directories owned by other ids of the caller's user namespace (left by rootless
+    // containers) need the namespace to be removed.
+    if let Some(remove) = FOREIGN_TREE_REMOVER.get() {
+        return ignore_not_found(remove(path)).map_err(io_err("removing", path));
+    }
+    writable?;
     ignore_not_found(fs::remove_dir_all(path)).map_err(io_err("removing", path))
+}
+
+/// How to remove a tree the caller cannot remove alone: files owned by the subordinate ids
+/// of a rootless user's containers. The binary sets it once, at start, to remove the tree
+/// inside a user namespace mapped as its containers are (the store cannot import the
+/// runtime that knows how).
+static FOREIGN_TREE_REMOVER: std::sync::OnceLock<fn(&Path) -> io::Result<()>> =
+    std::sync::OnceLock::new();
+
+/// Register the remover for trees owned by a rootless user's subordinate ids.
+pub fn set_foreign_tree_remover(remove: fn(&Path) -> io::Result<()>) {
+    let _ = FOREIGN_TREE_REMOVER.set(remove);
 }
 
 fn make_dirs_writable(dir: &Path) -> Result<()> {

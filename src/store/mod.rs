@@ -57,6 +57,7 @@ use std::path::{Path, PathBuf};
 pub use blobs::{BlobInfo, BlobWriter};
 pub use cache::CacheEntry;
 pub use error::{Result, StoreError};
+pub use fsutil::set_foreign_tree_remover;
 pub use gc::{GcOptions, GcReport, RemoveReport};
 pub use images::ImageRecord;
 pub use lease::Lease;

@@ -29,7 +29,7 @@ pub use client::is_insecure;
 pub use error::{RegistryError, Result};
 pub use login::{login, logout};
 pub use pull::{pull, Pulled};
-pub use push::{push, Pushed};
+pub use push::{push, push_with, Pushed};
 
 /// How kiln talks to registries.
 #[derive(Debug, Clone, PartialEq, Eq)]

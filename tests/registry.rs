@@ -820,6 +820,11 @@ fn credential_helpers_keep_the_secret_out_of_config_json() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert_eq!(v["auths"][reg.host()], serde_json::json!({}), "{v}");
     assert_eq!(v["psFormat"], "keep me");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("saved with docker-credential-fake"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored = std::fs::read_to_string(bin.path().join("fake.json")).unwrap();
     assert!(stored.contains("right-pass"), "{stored}");
     assert!(!std::fs::read_to_string(&config)

@@ -172,10 +172,13 @@ fn login(args: LoginArgs) -> Result<()> {
     let opts = options(&args.net);
     let creds = Credentials { username, password };
     let host = registry::login(args.server.as_deref(), &creds, &opts)?;
-    eprintln!(
-        "Credentials for {host} saved in {}",
-        opts.docker_config.display()
-    );
+    match registry::credential_helper(&opts.docker_config, &host)? {
+        Some(helper) => eprintln!("Credentials for {host} saved with docker-credential-{helper}"),
+        None => eprintln!(
+            "Credentials for {host} saved in {}",
+            opts.docker_config.display()
+        ),
+    }
     println!("Login Succeeded");
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use crate::image::Platform;
 
-pub use auth::{default_config_path, normalize_server, Credentials};
+pub use auth::{credential_helper, default_config_path, normalize_server, Credentials};
 pub use cache::{
     export_cache, CacheExported, CacheMode, RegistryCache, CACHE_ARTIFACT, CACHE_CONFIG,
 };

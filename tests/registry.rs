@@ -508,15 +508,31 @@ fn big_layers_go_up_in_chunks_and_come_back_intact() {
     let name = format!("{}/big/noise:1", reg.host());
     let k1 = Kiln::new();
     k1.ok(&["import", tar.to_str().unwrap(), &name]);
+    // The first push compresses the layer while it streams it up: one PATCH.
     k1.ok(&["push", &name]);
     let methods = reg.methods();
-    assert!(
-        methods.iter().filter(|m| *m == "PATCH").count() >= 2,
+    assert_eq!(
+        methods.iter().filter(|m| *m == "PATCH").count(),
+        1,
         "{methods:?}"
     );
     let k2 = Kiln::new();
     k2.ok(&["pull", &name]);
     assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
+    // To another registry the compressed blob, now in the store, goes up in chunks.
+    let Some(reg2) = Registry::start(None) else {
+        return;
+    };
+    let name2 = format!("{}/big/noise:1", reg2.host());
+    k1.ok(&["push", &name, &name2]);
+    let methods = reg2.methods();
+    assert!(
+        methods.iter().filter(|m| *m == "PATCH").count() >= 2,
+        "{methods:?}"
+    );
+    let k3 = Kiln::new();
+    k3.ok(&["pull", &name2]);
+    assert_eq!(image_id(&k3, &name2), image_id(&k1, &name));
 }
 
 impl Registry {
@@ -804,6 +820,11 @@ fn credential_helpers_keep_the_secret_out_of_config_json() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert_eq!(v["auths"][reg.host()], serde_json::json!({}), "{v}");
     assert_eq!(v["psFormat"], "keep me");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("saved with docker-credential-fake"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stored = std::fs::read_to_string(bin.path().join("fake.json")).unwrap();
     assert!(stored.contains("right-pass"), "{stored}");
     assert!(!std::fs::read_to_string(&config)
@@ -894,4 +915,37 @@ fn pushing_to_another_repository_mounts_the_blobs() {
     let k3 = Kiln::new();
     k3.ok(&["pull", &c]);
     assert_eq!(image_id(&k3, &c), image_id(&k1, &a));
+}
+
+#[test]
+fn push_with_zstd_layers_is_pulled_back_as_the_same_image() {
+    let Some(reg) = Registry::start(None) else {
+        return;
+    };
+    let name = format!("{}/z/busybox:1", reg.host());
+    let k1 = Kiln::new();
+    k1.import_busybox(&name);
+    let out = k1.ok(&["push", "--compression", "zstd", &name]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    if have("skopeo") {
+        let raw = run(Command::new("skopeo").args([
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{name}"),
+        ]));
+        let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    let k2 = Kiln::new();
+    k2.ok(&["pull", &name]);
+    assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
+    // The zstd variant is kept: pushing it again is HEAD requests only.
+    let before = reg.methods().len();
+    k1.ok(&["push", "--compression", "zstd", &name]);
+    let new = reg.methods().split_off(before);
+    assert!(new.iter().all(|m| m == "HEAD"), "{new:?}");
 }

@@ -2,11 +2,12 @@
 //! docker spells them, and their output, worded as docker words it.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 use kiln::image::Reference;
+use kiln::layer::Compression;
 use kiln::progress::{NullReporter, PlainReporter, Reporter};
 use kiln::registry::{self, Credentials, RegistryOptions};
 
@@ -53,8 +54,17 @@ pub struct PushArgs {
     /// Print only the manifest digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Layer compression: gzip (every client reads it) or zstd (much faster to make).
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: PushCompression,
     #[command(flatten)]
     pub net: NetArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PushCompression {
+    Gzip,
+    Zstd,
 }
 
 #[derive(Debug, Args)]
@@ -115,10 +125,15 @@ pub fn run(root: Option<PathBuf>, cmd: RegistryCommand) -> Result<()> {
         RegistryCommand::Push(args) => {
             let store = super::open_store(root)?;
             let dest = args.dest.as_deref().map(Reference::parse).transpose()?;
-            let pushed = registry::push(
+            let compression = match args.compression {
+                PushCompression::Gzip => Compression::Gzip { level: 6 },
+                PushCompression::Zstd => Compression::Zstd { level: 3 },
+            };
+            let pushed = registry::push_with(
                 &store,
                 &args.source,
                 dest.as_ref(),
+                compression,
                 &options(&args.net),
                 reporter(args.quiet).as_ref(),
             )?;
@@ -157,10 +172,13 @@ fn login(args: LoginArgs) -> Result<()> {
     let opts = options(&args.net);
     let creds = Credentials { username, password };
     let host = registry::login(args.server.as_deref(), &creds, &opts)?;
-    eprintln!(
-        "Credentials for {host} saved in {}",
-        opts.docker_config.display()
-    );
+    match registry::credential_helper(&opts.docker_config, &host)? {
+        Some(helper) => eprintln!("Credentials for {host} saved with docker-credential-{helper}"),
+        None => eprintln!(
+            "Credentials for {host} saved in {}",
+            opts.docker_config.display()
+        ),
+    }
     println!("Login Succeeded");
     Ok(())
 }

@@ -9,6 +9,11 @@
 //! of the chunks are combined into the trailer of a single gzip member. Chunk boundaries
 //! depend only on the input, so thread count never changes the output. A compressor is never
 //! reused across chunks: a reset zlib-rs compressor was seen to emit different bytes.
+//!
+//! A chunk that does not compress (its first [`PROBE`] bytes, deflated alone at level 1,
+//! save less than 1/[`MIN_SAVING`]) is emitted as stored blocks instead: already-compressed
+//! or random data then costs a copy, not a full deflate that would only grow it. The choice
+//! depends on the chunk's bytes alone, so the output stays the same for any thread count.
 
 use super::digest::{Digested, HashingWriter};
 use super::error::{LayerError, Result};
@@ -26,6 +31,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const GZIP_CHUNK: usize = 1 << 20;
 /// Deflate's window: the most of the previous chunk that a dictionary can use.
 const DICT: usize = 32 * 1024;
+/// Bytes of a chunk test-compressed to decide whether deflating it is worth it.
+const PROBE: usize = 64 * 1024;
+/// A probe must shrink by at least 1/this (2%) for its chunk to be deflated.
+const MIN_SAVING: usize = 50;
+/// The largest stored block deflate allows.
+const STORED_MAX: usize = 65_535;
 /// Chunks read ahead per thread, bounding memory at threads × this × GZIP_CHUNK.
 const CHUNKS_PER_THREAD: usize = 4;
 
@@ -151,9 +162,54 @@ fn read_chunk<R: Read>(input: &mut R) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Raw deflate of one chunk with a fresh compressor. Not-last chunks end with a sync flush
-/// (an empty stored block), so the next chunk starts on a byte boundary.
+/// Raw deflate of one chunk: stored blocks when it does not compress, else deflated with a
+/// fresh compressor. Either way it ends on a byte boundary (a not-last deflated chunk ends
+/// with a sync flush, an empty stored block), so the next chunk starts on one.
 fn deflate_chunk(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    if level > 0 && incompressible(data)? {
+        return Ok(stored_blocks(data, last));
+    }
+    deflate_with(data, dict, level, last)
+}
+
+/// Whether the chunk's probe saves less than 1/MIN_SAVING at level 1. Small chunks are
+/// always deflated: the probe would be most of the work.
+fn incompressible(data: &[u8]) -> io::Result<bool> {
+    let Some(probe) = data.get(..PROBE) else {
+        return Ok(false);
+    };
+    let mut c = Compress::new(flate2::Compression::new(1), false);
+    let mut out = Vec::with_capacity(PROBE + PROBE / 8);
+    c.compress_vec(probe, &mut out, FlushCompress::Finish)
+        .map_err(io::Error::other)?;
+    let consumed_all = usize::try_from(c.total_in()).unwrap_or(0) == PROBE;
+    Ok(consumed_all && out.len() + PROBE / MIN_SAVING > PROBE)
+}
+
+/// `data` as stored (uncompressed) deflate blocks, starting on a byte boundary: each block
+/// is a header byte (BFINAL, BTYPE=00, padding), LEN and its complement, then the bytes.
+fn stored_blocks(data: &[u8], last: bool) -> Vec<u8> {
+    let blocks = data.len().div_ceil(STORED_MAX).max(1);
+    let mut out = Vec::with_capacity(data.len() + blocks * 5);
+    let mut pieces = data.chunks(STORED_MAX).peekable();
+    if pieces.peek().is_none() {
+        // Only an empty last chunk gets here: one empty final block ends the stream.
+        out.extend_from_slice(&[u8::from(last), 0, 0, 0xff, 0xff]);
+        return out;
+    }
+    while let Some(piece) = pieces.next() {
+        let final_block = last && pieces.peek().is_none();
+        // `chunks(STORED_MAX)` keeps every piece within u16.
+        let len = u16::try_from(piece.len()).unwrap_or(u16::MAX);
+        out.push(u8::from(final_block));
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
+fn deflate_with(data: &[u8], dict: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
     let mut c = Compress::new(flate2::Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
@@ -242,6 +298,64 @@ mod tests {
             assert_eq!(gunzip(&gz), input);
             assert_eq!(d.size, gz.len() as u64);
         }
+    }
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_chunks_are_stored_and_still_one_stream() {
+        // noise, text, noise: stored, deflated (with the stored chunk as dictionary), stored.
+        let mut data = noise(GZIP_CHUNK, 1);
+        data.extend((0..GZIP_CHUNK).map(|i| b"kiln layer "[i % 11]));
+        data.extend(noise(GZIP_CHUNK / 2 + 3, 2));
+        for threads in [1, 3] {
+            let (gz, _) = compress(
+                &data[..],
+                Compression::Gzip { level: 6 },
+                threads,
+                Vec::new(),
+            )
+            .unwrap();
+            assert_eq!(gunzip(&gz), data);
+            // Stored noise costs 5 bytes per 64 KiB block, not deflate's expansion.
+            let noise_len = GZIP_CHUNK + GZIP_CHUNK / 2 + 3;
+            assert!(
+                gz.len() < noise_len + noise_len / 1000 + 20_000,
+                "{}",
+                gz.len()
+            );
+        }
+        assert!(incompressible(&noise(GZIP_CHUNK, 3)).unwrap());
+        assert!(!incompressible(&data[GZIP_CHUNK..2 * GZIP_CHUNK]).unwrap());
+        // Short chunks are never probed.
+        assert!(!incompressible(&noise(PROBE - 1, 4)).unwrap());
+        // Level 0 is plain deflate's stored output, unchanged.
+        let (gz0, _) = compress(&data[..], Compression::Gzip { level: 0 }, 2, Vec::new()).unwrap();
+        assert_eq!(gunzip(&gz0), data);
+    }
+
+    #[test]
+    fn stored_blocks_split_at_the_deflate_limit() {
+        let data = noise(2 * STORED_MAX + 1, 5);
+        let out = stored_blocks(&data, true);
+        assert_eq!(out.len(), data.len() + 3 * 5);
+        assert_eq!(out[0], 0);
+        assert_eq!(out[2 * (STORED_MAX + 5)], 1);
+        let mut d = flate2::read::DeflateDecoder::new(&out[..]);
+        let mut back = Vec::new();
+        d.read_to_end(&mut back).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(stored_blocks(&[], true), vec![1, 0, 0, 0xff, 0xff]);
     }
 
     #[test]

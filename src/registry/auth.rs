@@ -107,6 +107,12 @@ fn read_config(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>
     })
 }
 
+/// The credential helper (`NAME` of `docker-credential-NAME`) the config at `path` names for
+/// `registry`, if any: where `login` puts the secret.
+pub fn credential_helper(path: &Path, registry: &str) -> Result<Option<String>> {
+    Ok(super::helper::helper_for(&read_config(path)?, registry))
+}
+
 /// The credentials `config.json` at `path` holds for `registry` (a normalised host).
 #[cfg(test)]
 fn lookup(path: &Path, registry: &str) -> Result<Option<Credentials>> {

@@ -24,6 +24,9 @@ pub(crate) enum Body<'a> {
         offset: u64,
         len: u64,
     },
+    /// Bytes made while they are sent (chunked transfer encoding). The one body that cannot
+    /// be sent twice: a request that would resend it fails instead.
+    Stream(&'a Mutex<Option<Box<dyn Read + Send>>>),
 }
 
 /// A client for one repository of one registry.
@@ -393,6 +396,18 @@ impl Client {
                 req.set("Content-Length", &len.to_string())
                     .send(std::io::BufReader::with_capacity(1 << 20, f.take(*len)))
             }
+            Body::Stream(cell) => match cell.lock().ok().and_then(|mut r| r.take()) {
+                Some(reader) => req.send(reader),
+                None => {
+                    return Err(RegistryError::Invalid {
+                        host: self.registry.clone(),
+                        message: format!(
+                            "{method} of a streamed upload was answered in a way that needs it \
+                             sent again (retry or authentication), which a stream cannot be"
+                        ),
+                    })
+                }
+            },
         };
         Ok(match result {
             Ok(resp) => Ok(resp),

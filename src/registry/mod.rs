@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use crate::image::Platform;
 
-pub use auth::{default_config_path, normalize_server, Credentials};
+pub use auth::{credential_helper, default_config_path, normalize_server, Credentials};
 pub use cache::{
     export_cache, CacheExported, CacheMode, RegistryCache, CACHE_ARTIFACT, CACHE_CONFIG,
 };
@@ -29,7 +29,7 @@ pub use client::is_insecure;
 pub use error::{RegistryError, Result};
 pub use login::{login, logout};
 pub use pull::{pull, Pulled};
-pub use push::{push, Pushed};
+pub use push::{push, push_with, Pushed};
 
 /// How kiln talks to registries.
 #[derive(Debug, Clone, PartialEq, Eq)]

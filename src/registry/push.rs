@@ -3,17 +3,19 @@
 //! when missing; the manifest goes last. When the registry's tag already names the exact
 //! manifest, the push is a single HEAD.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::sync::Mutex;
 
 use super::client::{Body, Client};
-use super::error::{RegistryError, Result};
+use super::error::{io_err, RegistryError, Result};
 use super::pull::run_parallel;
 use super::sources::{self, mount_candidates};
 use super::RegistryOptions;
 use crate::image::{media, Descriptor, Digest, Manifest, Reference};
-use crate::layer::Compression;
+use crate::layer::{compress_file, Compression};
 use crate::progress::{Event, Reporter};
-use crate::store::Store;
+use crate::store::{compressed_layer_media_type, compression_name, BlobWriter, Store};
 
 /// Blobs up to this size go in one PUT; bigger ones in PATCH chunks of this size.
 pub(crate) const CHUNK: u64 = 64 << 20;
@@ -31,11 +33,31 @@ pub struct Pushed {
 }
 
 /// Pushes the image `source` names (as for [`Store::resolve`]) to `dest`, or to `source`
-/// itself when it is a name.
+/// itself when it is a name, with gzip layers.
 pub fn push(
     store: &Store,
     source: &str,
     dest: Option<&Reference>,
+    opts: &RegistryOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    push_with(
+        store,
+        source,
+        dest,
+        Compression::Gzip { level: 6 },
+        opts,
+        reporter,
+    )
+}
+
+/// [`push`] with the layers compressed as `compression` says (zstd is much faster to make,
+/// and read by containerd, podman and docker ≥ 23, but not by older clients).
+pub fn push_with(
+    store: &Store,
+    source: &str,
+    dest: Option<&Reference>,
+    compression: Compression,
     opts: &RegistryOptions,
     reporter: &dyn Reporter,
 ) -> Result<Pushed> {
@@ -49,7 +71,34 @@ pub fn push(
         })?,
     };
     let stored = store.read_manifest(&record.manifest.digest)?;
-    let manifest = remote_manifest(store, &stored)?;
+    let client = Client::new(dest.registry(), dest.repository(), true, opts)?;
+    reporter.event(Event::Message(&format!(
+        "The push refers to repository [{}]",
+        dest.name()
+    )));
+    let op = format!("pushing {}", dest.familiar());
+    // Layers never compressed this way before go up while they are compressed (their digest
+    // is only known at the end, so there is nothing to HEAD first). A push by digest needs
+    // the manifest's digest before sending anything, so it compresses first.
+    let streamed: BTreeSet<Digest> = if dest.digest().is_none() {
+        let cold = cold_layers(store, &stored, compression)?;
+        let per_layer = (std::thread::available_parallelism().map_or(1, |n| n.get())
+            / cold.len().clamp(1, opts.threads.max(1)))
+        .max(1);
+        let done = Mutex::new(BTreeSet::new());
+        run_parallel(opts.threads, &cold, |diff_id| {
+            let desc = stream_layer(&client, store, diff_id, compression, per_layer, &op)?;
+            reporter.event(Event::Message(&format!("{}: Pushed", desc.digest.short())));
+            if let Ok(mut d) = done.lock() {
+                d.insert(desc.digest);
+            }
+            Ok(())
+        })?;
+        done.into_inner().unwrap_or_default()
+    } else {
+        BTreeSet::new()
+    };
+    let manifest = remote_manifest(store, &stored, compression)?;
     let bytes = manifest
         .to_json()
         .map_err(|e| RegistryError::Usage(e.to_string()))?;
@@ -67,12 +116,6 @@ pub fn push(
         }
         (None, None) => crate::image::reference::DEFAULT_TAG.to_string(),
     };
-    let client = Client::new(dest.registry(), dest.repository(), true, opts)?;
-    reporter.event(Event::Message(&format!(
-        "The push refers to repository [{}]",
-        dest.name()
-    )));
-
     let done = |uploaded, skipped| {
         reporter.event(Event::Message(&format!(
             "{reference_in_registry}: digest: {digest} size: {size}"
@@ -87,7 +130,6 @@ pub fn push(
     };
 
     // The registry may already hold this very manifest under the tag: nothing to send.
-    let op = format!("pushing {}", dest.familiar());
     let head = client.request(
         "HEAD",
         &client.url(&format!("manifests/{reference_in_registry}")),
@@ -97,15 +139,16 @@ pub fn push(
     )?;
     if head.status() == 200 && head.header("Docker-Content-Digest") == Some(digest.as_str()) {
         let n = manifest.layers.len() + 1;
-        return done(0, n);
+        return done(streamed.len(), n - streamed.len());
     }
 
     let blobs: Vec<&Descriptor> = manifest
         .layers
         .iter()
         .chain(std::iter::once(&manifest.config))
+        .filter(|d| !streamed.contains(&d.digest))
         .collect();
-    let uploaded = std::sync::atomic::AtomicUsize::new(0);
+    let uploaded = std::sync::atomic::AtomicUsize::new(streamed.len());
     run_parallel(opts.threads, &blobs, |desc| {
         if blob_exists(&client, desc, &op)? {
             sources::record(store, &desc.digest, &client.registry, &client.repository);
@@ -148,24 +191,203 @@ pub fn push(
             });
         }
     }
-    done(uploaded, blobs.len() - uploaded)
+    done(uploaded, blobs.len() + streamed.len() - uploaded)
+}
+
+/// The uncompressed layers of `stored` that have no `compression` variant yet, each once.
+fn cold_layers(store: &Store, stored: &Manifest, compression: Compression) -> Result<Vec<Digest>> {
+    let algo = compression_name(compression);
+    let mut cold = BTreeSet::new();
+    for l in &stored.layers {
+        if media::is_uncompressed_layer(&l.media_type)
+            && store.compressed_get(&l.digest, algo)?.is_none()
+        {
+            cold.insert(l.digest.clone());
+        }
+    }
+    Ok(cold.into_iter().collect())
+}
+
+/// Bytes handed to the upload at once.
+const STREAM_PIECE: usize = 1 << 20;
+
+/// Compresses the layer `diff_id` into the store and into one streamed PATCH at the same
+/// time (as docker pushes), then commits it with the digest the compression yields; the
+/// variant is recorded as `compress_layers` records it, so the next push just HEADs it.
+fn stream_layer(
+    client: &Client,
+    store: &Store,
+    diff_id: &Digest,
+    compression: Compression,
+    threads: usize,
+    op: &str,
+) -> Result<Descriptor> {
+    let what = format!("{op}: uploading layer {diff_id}");
+    let resp = client.request(
+        "POST",
+        &client.url("blobs/uploads/"),
+        &[("Content-Length", "0")],
+        &Body::Empty,
+        op,
+    )?;
+    if resp.status() != 202 {
+        return Err(client.http_error(&what, resp));
+    }
+    let location = location_of(client, &resp)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|s| {
+        let upload = s.spawn(|| -> Result<String> {
+            let reader: Box<dyn Read + Send> = Box::new(ChannelReader {
+                rx,
+                piece: Vec::new(),
+                at: 0,
+            });
+            let body = Mutex::new(Some(reader));
+            let resp = client.request(
+                "PATCH",
+                &location,
+                &[("Content-Type", "application/octet-stream")],
+                &Body::Stream(&body),
+                op,
+            )?;
+            if resp.status() != 202 {
+                return Err(client.http_error(&what, resp));
+            }
+            location_of(client, &resp)
+        });
+        let tee = Tee {
+            blob: store.blob_writer()?,
+            tx,
+            piece: Vec::with_capacity(STREAM_PIECE),
+        };
+        let compressed = compress_file(&store.blob_path(diff_id), compression, threads, tee)
+            .map_err(RegistryError::from)
+            .and_then(|(tee, digested)| Ok((tee.finish()?, digested)));
+        // The upload ends when the sender is gone (dropped with the tee, success or not).
+        let uploaded = upload.join().unwrap_or_else(|_| {
+            Err(RegistryError::Usage(
+                "the upload thread panicked".to_string(),
+            ))
+        });
+        let (blob, digested, location) = match (compressed, uploaded) {
+            (Ok((blob, digested)), Ok(location)) => (blob, digested, location),
+            // A failed upload breaks the pipe under the compressor: its error is the cause.
+            (_, Err(e)) | (Err(e), Ok(_)) => return Err(e),
+        };
+        let digest = Digest::from_sha256_bytes(&digested.digest.0);
+        // The registry verifies the digest while the store syncs its copy.
+        let url = with_query(&location, &format!("digest={digest}"));
+        let what = &what;
+        let finish = s.spawn(move || -> Result<()> {
+            let resp = client.request("PUT", &url, &[("Content-Length", "0")], &Body::Empty, op)?;
+            if resp.status() != 201 {
+                return Err(client.http_error(what, resp));
+            }
+            Ok(())
+        });
+        let committed = blob.commit(Some(&digest));
+        finish.join().unwrap_or_else(|_| {
+            Err(RegistryError::Usage(
+                "the upload thread panicked".to_string(),
+            ))
+        })?;
+        let info = committed?;
+        let desc = Descriptor::new(
+            compressed_layer_media_type(compression),
+            info.digest,
+            info.size,
+        );
+        store.compressed_put(diff_id, compression_name(compression), &desc)?;
+        sources::record(store, &desc.digest, &client.registry, &client.repository);
+        Ok(desc)
+    })
+}
+
+/// The compressed bytes going both into the store and, in pieces, to the upload thread.
+struct Tee {
+    blob: BlobWriter,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    piece: Vec<u8>,
+}
+
+impl Tee {
+    fn send_piece(&mut self) -> std::io::Result<()> {
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        let piece = std::mem::replace(&mut self.piece, Vec::with_capacity(STREAM_PIECE));
+        self.tx
+            .send(piece)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+
+    /// Sends what is left and hands back the store's writer (the upload then ends).
+    fn finish(mut self) -> Result<BlobWriter> {
+        self.send_piece()
+            .and_then(|()| self.blob.flush())
+            .map_err(io_err("writing", "the compressed layer"))?;
+        Ok(self.blob)
+    }
+}
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.blob.write_all(buf)?;
+        self.piece.extend_from_slice(buf);
+        if self.piece.len() >= STREAM_PIECE {
+            self.send_piece()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.blob.flush()
+    }
+}
+
+/// The upload's body: the pieces the compressor sends, until it hangs up.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.piece.len() {
+            match self.rx.recv() {
+                Ok(p) => {
+                    self.piece = p;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let rest = self.piece.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf.get_mut(..n)
+            .unwrap_or_default()
+            .copy_from_slice(rest.get(..n).unwrap_or_default());
+        self.at += n;
+        Ok(n)
+    }
 }
 
 fn manifest_media_type(m: &Manifest) -> &str {
     m.media_type.as_deref().unwrap_or(media::OCI_MANIFEST)
 }
 
-/// The manifest the registry gets: OCI, config as stored, layers gzip-compressed (made and
-/// cached in the store when needed; layers already compressed are sent as they are).
-fn remote_manifest(store: &Store, stored: &Manifest) -> Result<Manifest> {
+/// The manifest the registry gets: OCI, config as stored, layers compressed as asked (made
+/// and cached in the store when needed; layers already compressed are sent as they are).
+fn remote_manifest(store: &Store, stored: &Manifest, compression: Compression) -> Result<Manifest> {
     let uncompressed = stored
         .layers
         .iter()
         .filter(|l| media::is_uncompressed_layer(&l.media_type))
         .map(|l| l.digest.clone());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (compressed, _): (BTreeMap<Digest, Descriptor>, usize) = store
-        .compress_layers::<RegistryError>(uncompressed, Compression::Gzip { level: 6 }, threads)?;
+    let (compressed, _): (BTreeMap<Digest, Descriptor>, usize) =
+        store.compress_layers::<RegistryError>(uncompressed, compression, threads)?;
     let mut layers = Vec::new();
     for l in &stored.layers {
         let mut desc = match compressed.get(&l.digest) {

@@ -289,6 +289,39 @@ fn build_from_a_registry_image_into_an_empty_store() {
     assert_eq!(image_id(&k2, &base), image_id(&k1, &base));
     let v: serde_json::Value = serde_json::from_str(&k2.ok(&["inspect", "app:1"])).unwrap();
     assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2, "{v}");
+
+    // The tag moves to another image in the registry. A build keeps the base it has;
+    // `--pull` checks the tag and rebuilds on the new base, saying why.
+    let out = k1
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "0")
+        .arg("import")
+        .arg(common::busybox_tar())
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    k1.ok(&["push", &base]);
+    let old_id = image_id(&k2, &base);
+    let build = |extra: &[&str]| {
+        let out = k2
+            .cmd()
+            .args(["build", "--progress=plain", "-t", "app:1"])
+            .args(extra)
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    };
+    let log = build(&[]);
+    assert!(log.contains("CACHED COPY f /f"), "{log}");
+    assert_eq!(image_id(&k2, &base), old_id);
+    let log = build(&["--pull"]);
+    assert!(log.contains("base image changed"), "{log}");
+    assert_eq!(image_id(&k2, &base), image_id(&k1, &base));
+    assert_ne!(image_id(&k2, &base), old_id);
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Asked on a local cache miss (`--cache-from`).
     pub remote_cache: Option<Arc<dyn RemoteCache>>,
+    /// `--pull`: check registry bases for a newer image even when the store has one.
+    pub pull: bool,
 }
 
 /// The image a build made.
@@ -357,9 +359,17 @@ impl Build<'_> {
             line,
             message: format!("{reference}: {message}"),
         };
-        let record = match self.store.resolve(reference) {
+        let found = match self.store.resolve(reference) {
+            // With --pull, a registry base is checked even when the store has it (pull
+            // fetches nothing when it is up to date); an image of the store alone stays.
+            Ok(r) if self.opts.pull && crate::image::Reference::parse(reference).is_ok() => Err(
+                crate::store::StoreError::ImageNotFound(r.config.to_string()),
+            ),
+            other => other,
+        };
+        let record = match found {
             Ok(r) => r,
-            // Not in the store: pull it, as docker does for FROM.
+            // Not in the store (or --pull): pull it, as docker does for FROM.
             Err(crate::store::StoreError::ImageNotFound(_)) => {
                 let name = crate::image::Reference::parse(reference).map_err(|e| {
                     at(format!(

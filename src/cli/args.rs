@@ -31,6 +31,9 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Check the registry for newer base images even when the store has them.
+    #[arg(long)]
+    pub pull: bool,
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
     /// Print only the image ID.

@@ -104,6 +104,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         tags: tags.clone(),
         source_date_epoch,
         remote_cache,
+        pull: args.pull,
     };
     let built = build::build(store, &opts, reporter.as_ref())?;
     let id = built.config_digest.to_string();

@@ -19,18 +19,7 @@ pub(crate) fn atomic_write(
     bytes: &[u8],
     op: &'static str,
 ) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix("write-")
-        .tempfile_in(tmp_dir)
-        .map_err(io_err("creating temp file in", tmp_dir))?;
-    tmp.as_file()
-        .set_permissions(Permissions::from_mode(FILE_MODE))
-        .map_err(io_err("setting mode of", tmp.path()))?;
-    // Locked so gc's tmp sweep sees the file as live; released when `tmp` is persisted/dropped.
-    tmp.as_file()
-        .lock()
-        .map_err(io_err("locking", tmp.path()))?;
-    tmp.write_all(bytes).map_err(io_err(op, tmp.path()))?;
+    let tmp = staged(tmp_dir, bytes, op)?;
     tmp.as_file().sync_all().map_err(io_err(op, tmp.path()))?;
     tmp.persist(target)
         .map_err(|e| io_err(op, target)(e.error))?;
@@ -46,6 +35,15 @@ pub(crate) fn replace_unsynced(
     bytes: &[u8],
     op: &'static str,
 ) -> Result<()> {
+    staged(tmp_dir, bytes, op)?
+        .persist(target)
+        .map_err(|e| io_err(op, target)(e.error))?;
+    Ok(())
+}
+
+/// `bytes` in a new temp file of `tmp_dir`, with the mode the store publishes files with,
+/// locked so gc's tmp sweep sees it as live until it is persisted or dropped.
+fn staged(tmp_dir: &Path, bytes: &[u8], op: &'static str) -> Result<tempfile::NamedTempFile> {
     let mut tmp = tempfile::Builder::new()
         .prefix("write-")
         .tempfile_in(tmp_dir)
@@ -53,10 +51,11 @@ pub(crate) fn replace_unsynced(
     tmp.as_file()
         .set_permissions(Permissions::from_mode(FILE_MODE))
         .map_err(io_err("setting mode of", tmp.path()))?;
+    tmp.as_file()
+        .lock()
+        .map_err(io_err("locking", tmp.path()))?;
     tmp.write_all(bytes).map_err(io_err(op, tmp.path()))?;
-    tmp.persist(target)
-        .map_err(|e| io_err(op, target)(e.error))?;
-    Ok(())
+    Ok(tmp)
 }
 
 pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {

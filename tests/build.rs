@@ -684,3 +684,20 @@ fn onbuild_copy_from_resolves_in_the_child_and_never_waits_forever() {
         "{err}"
     );
 }
+
+#[test]
+fn a_failing_dependency_stage_reports_its_own_error() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox AS dep\nCOPY nope /x\nFROM busybox\nCOPY --from=dep /x /x\n",
+    )]);
+    let out = k.cmd().arg("build").arg(ctx.path()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Dockerfile:2: COPY failed: \"nope\" not found in build context"),
+        "{err}"
+    );
+}

@@ -163,6 +163,9 @@ struct Build<'a> {
     stat_cache: Mutex<StatCache>,
     stat_cache_path: PathBuf,
     results: Mutex<Vec<Option<Result<State, String>>>>,
+    /// Stage failures in the order they happened: the first is the cause (a stage waiting
+    /// on a failed one can only fail after it).
+    failures: Mutex<Vec<String>>,
     done: Condvar,
     slots: Semaphore,
     steps: Mutex<Vec<StepRecord>>,
@@ -272,6 +275,7 @@ pub fn build(
         stat_cache: Mutex::new(StatCache::load(&stat_cache_path)),
         stat_cache_path,
         results: Mutex::new(vec![None; stages]),
+        failures: Mutex::new(Vec::new()),
         done: Condvar::new(),
         slots: Semaphore::new(opts.jobs),
         steps: Mutex::new(Vec::new()),
@@ -282,8 +286,11 @@ pub fn build(
         for &i in &needed {
             let b = &b;
             s.spawn(move || {
-                let r = b.run_stage(i);
-                lock(&b.results)[i] = Some(r.map_err(|e| e.to_string()));
+                let r = b.run_stage(i).map_err(|e| e.to_string());
+                if let Err(e) = &r {
+                    lock(&b.failures).push(e.clone());
+                }
+                lock(&b.results)[i] = Some(r);
                 b.done.notify_all();
             });
         }
@@ -293,7 +300,10 @@ pub fn build(
     let target = b.plan.target;
     let state = match lock(&b.results)[target].take() {
         Some(Ok(s)) => s,
-        Some(Err(e)) => return Err(BuildError::Other(e)),
+        Some(Err(e)) => {
+            let cause = lock(&b.failures).first().cloned().unwrap_or(e);
+            return Err(BuildError::Other(cause));
+        }
         None => return Err(BuildError::Other("the target stage did not run".into())),
     };
     b.finish_image(state)

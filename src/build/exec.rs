@@ -60,7 +60,7 @@ pub struct Built {
 /// A build failure, naming the place.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Dockerfile(#[from] crate::dockerfile::Error),
     /// `Dockerfile:12: COPY failed: "app/" not found in build context`
     #[error("{file}:{line}: {instruction} failed: {message}")]
@@ -76,9 +76,9 @@ pub enum BuildError {
         line: usize,
         message: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Context(#[from] crate::context::ContextError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Other(String),

@@ -6,6 +6,7 @@ mod build;
 mod debug;
 mod images;
 mod registry;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
     Image(images::ImageCommand),
     #[command(flatten)]
     Registry(registry::RegistryCommand),
+    /// Run a command in a new container from an image, in the foreground.
+    Run(run::RunArgs),
 }
 
 fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
@@ -45,7 +48,15 @@ fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // docker's convention: a bad `run` flag is the runtime's own error, 125.
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "run") => {
+            let _ = e.print();
+            return ExitCode::from(run::RUNTIME_FAILURE);
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Build(args) => open_store(cli.root)
@@ -53,6 +64,7 @@ pub fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Image(cmd) => open_store(cli.root).and_then(|s| images::run(&s, cmd)),
         Command::Registry(cmd) => registry::run(cli.root, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => Ok(run::run(cli.root, args)),
     };
     match result {
         Ok(code) => code,

@@ -58,7 +58,7 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> ExitCode {
     match run_inner(root, args) {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
         Err(err) => {
-            eprintln!("kiln: {err:#}");
+            eprintln!("error: {err:#}");
             ExitCode::from(RUNTIME_FAILURE)
         }
     }

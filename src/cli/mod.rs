@@ -47,11 +47,25 @@ fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
     Ok(kiln::store::Store::open(&root)?)
 }
 
+/// Whether the command line names `run` (the first word that is neither a flag nor the value
+/// of `--root`), for a parse error clap reports before any subcommand is known.
+fn subcommand_is_run() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--root" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return a == "run";
+        }
+    }
+    false
+}
+
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // docker's convention: a bad `run` flag is the runtime's own error, 125.
-        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "run") => {
+        Err(e) if e.use_stderr() && subcommand_is_run() => {
             let _ = e.print();
             return ExitCode::from(run::RUNTIME_FAILURE);
         }

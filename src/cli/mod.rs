@@ -6,6 +6,7 @@ mod build;
 mod debug;
 mod images;
 mod registry;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ enum Command {
     Image(images::ImageCommand),
     #[command(flatten)]
     Registry(registry::RegistryCommand),
+    /// Run a command in a new container from an image, in the foreground.
+    Run(run::RunArgs),
 }
 
 fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
@@ -44,8 +47,30 @@ fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
     Ok(kiln::store::Store::open(&root)?)
 }
 
+/// Whether the command line names `run` (the first word that is neither a flag nor the value
+/// of `--root`), for a parse error clap reports before any subcommand is known.
+fn subcommand_is_run() -> bool {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--root" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return a == "run";
+        }
+    }
+    false
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // docker's convention: a bad `run` flag is the runtime's own error, 125.
+        Err(e) if e.use_stderr() && subcommand_is_run() => {
+            let _ = e.print();
+            return ExitCode::from(run::RUNTIME_FAILURE);
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Build(args) => open_store(cli.root)
@@ -53,6 +78,7 @@ pub fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
         Command::Image(cmd) => open_store(cli.root).and_then(|s| images::run(&s, cmd)),
         Command::Registry(cmd) => registry::run(cli.root, cmd).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => Ok(run::run(cli.root, args)),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,7 @@
 //! The keeper waits for it, removes the mount points it had to create, and walks the upper
 //! dir from inside the user namespace, so the layer records container ids, not host ones.
 
+pub mod container;
 pub mod ids;
 pub mod rootfs;
 
@@ -139,9 +140,29 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// Where the command's standard streams go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdio {
+    /// stdin is /dev/null; stdout and stderr go to `run`'s `output` callback (RUN steps).
+    Capture,
+    /// stdout and stderr are kiln's own; stdin too when `stdin`, else /dev/null
+    /// (a foreground `kiln run`).
+    Inherit { stdin: bool },
+}
+
 /// Run `spec.argv` in a new container; `output` receives its stdout and stderr as they come.
 /// Returns the command's exit code (128 + signal when killed by one, 127 when not found).
 pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, RuntimeError> {
+    run_with_stdio(spec, Stdio::Capture, output)
+}
+
+/// [`run`] with a choice of where the command's standard streams go; with
+/// [`Stdio::Inherit`], `output` only sees what the runtime itself reports.
+pub fn run_with_stdio(
+    spec: &RunSpec,
+    stdio: Stdio,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<i32, RuntimeError> {
     if spec.argv.is_empty() {
         return Err(RuntimeError::Setup("no command to run".into()));
     }
@@ -165,7 +186,8 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, Runtime
         let p = spec.scratch.join(name);
         std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, e))?;
     }
-    let prepared = Prepared::new(spec, hostname)?;
+    let mut prepared = Prepared::new(spec, hostname)?;
+    prepared.stdio = stdio;
     let (sync_r, sync_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -375,6 +397,7 @@ struct Prepared {
     layer_tar: Option<PathBuf>,
     source_date_epoch: Option<i64>,
     pipes: Vec<(String, Vec<u8>, u32)>,
+    stdio: Stdio,
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -481,6 +504,7 @@ impl Prepared {
             layer_tar: spec.layer_tar.clone(),
             source_date_epoch: spec.source_date_epoch,
             pipes: spec.pipes.clone(),
+            stdio: Stdio::Capture,
         })
     }
 }
@@ -599,8 +623,12 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
         let code = match command(p, &out_w) {
             Ok(never) => match never {},
             Err((code, msg)) => {
-                let mut f = std::fs::File::from(out_w);
-                let _ = writeln!(f, "kiln: {msg}");
+                if p.stdio == Stdio::Capture {
+                    let mut f = std::fs::File::from(out_w);
+                    let _ = writeln!(f, "kiln: {msg}");
+                } else {
+                    let _ = writeln!(std::io::stderr(), "kiln: {msg}");
+                }
                 code
             }
         };
@@ -856,16 +884,21 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
         )
         .map_err(setup)?;
     }
-    // SAFETY: fd plumbing in the child: stdin from /dev/null, stdout and stderr to kiln.
+    // SAFETY: fd plumbing in the child: stdin from /dev/null unless passed through, stdout
+    // and stderr to kiln's pipe when captured (inherited ones are already in place).
     unsafe {
-        let null = c"/dev/null";
-        let fd = libc::open(null.as_ptr(), libc::O_RDONLY);
-        if fd >= 0 {
-            libc::dup2(fd, 0);
-            libc::close(fd);
+        if !matches!(p.stdio, Stdio::Inherit { stdin: true }) {
+            let null = c"/dev/null";
+            let fd = libc::open(null.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::dup2(fd, 0);
+                libc::close(fd);
+            }
         }
-        libc::dup2(out_w.as_raw_fd(), 1);
-        libc::dup2(out_w.as_raw_fd(), 2);
+        if p.stdio == Stdio::Capture {
+            libc::dup2(out_w.as_raw_fd(), 1);
+            libc::dup2(out_w.as_raw_fd(), 2);
+        }
     }
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());

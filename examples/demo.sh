@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # kiln's main job on an example that works offline: build kiln, make a busybox base image
-# from Debian's busybox-static, build examples/hello with it, and show the result.
+# from Debian's busybox-static, build examples/hello with it, show it, and run it.
 #
 #   bash examples/demo.sh            (as root it installs busybox-static if missing)
 #
@@ -36,3 +36,7 @@ echo "+ kiln images"
 "$kiln" images
 echo "+ kiln history hello:1"
 "$kiln" history hello:1
+echo "+ kiln run --rm hello:1"
+"$kiln" run --rm hello:1
+echo "+ kiln run --rm hello:1 kiln"
+"$kiln" run --rm hello:1 kiln

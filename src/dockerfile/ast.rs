@@ -41,6 +41,10 @@ pub struct Node {
     pub end_line: usize,
     /// For ONBUILD: the wrapped instruction.
     pub inner: Option<Box<Node>>,
+    /// The comment lines just above the instruction, `#` and surrounding blanks
+    /// removed (BuildKit's `PrevComment`: an empty `#` line clears the list;
+    /// blank lines do not). Doc comments of FROM and ARG come from here.
+    pub comments: Vec<String>,
 }
 
 /// A parser directive found at the top of the file (`# syntax=`, `# escape=`, `# check=`).
@@ -58,6 +62,10 @@ pub struct Directive {
 pub struct Warning {
     pub line: usize,
     pub message: String,
+    /// A longer explanation (BuildKit's `Detail`), empty when there is none.
+    pub detail: String,
+    /// Where the rule is documented, empty when nowhere.
+    pub url: String,
 }
 
 /// A parsed Dockerfile.

@@ -561,3 +561,56 @@ fn not_json_hint_for_windows_paths() {
     n.original = "SHELL [\"c:\\windows\\cmd.exe\" \"/S\"]".into();
     assert!(fail(&n).message.contains("without an escaped back-slash"));
 }
+
+fn lower_text(text: &str) -> Result<Vec<Located>, Error> {
+    lower(&crate::dockerfile::parse(text).unwrap())
+}
+
+#[test]
+fn from_text_onbuild_keeps_trigger_and_text() {
+    let l = lower_text("FROM a\nonbuild  Run echo hi\nONBUILD COPY <<EOF /x\nbody\nEOF\n").unwrap();
+    let Instruction::Onbuild(o) = &l[1].instruction else {
+        panic!("{:?}", l[1])
+    };
+    assert_eq!(o.expression, "Run echo hi");
+    assert!(matches!(*o.trigger, Instruction::Run(_)));
+    let Instruction::Onbuild(o) = &l[2].instruction else {
+        panic!("{:?}", l[2])
+    };
+    assert_eq!(o.expression, "COPY <<EOF /x\nbody\nEOF");
+    let Instruction::Copy(c) = &*o.trigger else {
+        panic!()
+    };
+    assert_eq!(c.sources.contents[0].data, "body\n");
+    assert_eq!((l[2].start_line, l[2].end_line), (3, 5));
+}
+
+#[test]
+fn from_text_errors_name_line_and_keyword() {
+    let e = lower_text("FROM a\n\nRunn echo\n").unwrap_err();
+    assert_eq!(e.line, 3);
+    assert_eq!(e.message, "unknown instruction: Runn");
+    assert_eq!(e.suggestion.as_deref(), Some("RUN"));
+    let e = lower_text("FROM a\nONBUILD Copyy a b\n").unwrap_err();
+    assert_eq!(e.message, "unknown instruction: Copyy");
+    let e = lower_text("FROM a\nCOPY --chown=1 --chown=2 a b\n").unwrap_err();
+    assert_eq!(e.message, "duplicate flag specified: chown");
+}
+
+#[test]
+fn from_text_mounts_and_healthcheck() {
+    let l = lower_text(
+        "FROM a\nRUN --mount=type=cache,target=/root/.cache,id=pip \\\n    --mount=type=secret,id=tok,required pip install\nHEALTHCHECK --interval=30s CMD [\"curl\", \"-f\", \"x\"]\n",
+    )
+    .unwrap();
+    let Instruction::Run(r) = &l[1].instruction else {
+        panic!()
+    };
+    assert_eq!(r.command, CommandForm::Shell("pip install".into()));
+    assert!(matches!(&r.mounts[0].mount, Some(Mount::Cache(c)) if c.cache_id() == "pip"));
+    assert!(matches!(&r.mounts[1].mount, Some(Mount::Secret(s)) if s.required));
+    let Instruction::Healthcheck(h) = &l[2].instruction else {
+        panic!()
+    };
+    assert_eq!(h.test(), ["CMD", "curl", "-f", "x"]);
+}

@@ -226,7 +226,11 @@ fn multistage_target_and_copy_from() {
         err.contains("target stage \"bulid\" could not be found (did you mean build?)"),
         "{err}"
     );
-    assert_eq!(err.matches("could not be found").count(), 1, "said once: {err}");
+    assert_eq!(
+        err.matches("could not be found").count(),
+        1,
+        "said once: {err}"
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{context, have, run, Kiln};
+use common::{context, have, is_root, run, Kiln};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -32,12 +32,6 @@ fn skopeo_config(k: &Kiln, reference: &str) -> serde_json::Value {
         .arg("--raw")
         .arg(format!("oci:{}:{}", k.root().display(), reference)));
     serde_json::from_str(&out).unwrap()
-}
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
 }
 
 fn umoci_unpack(k: &Kiln, reference: &str) -> tempfile::TempDir {

@@ -4,17 +4,11 @@
 
 mod common;
 
-use common::{busybox_tar, run};
+use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-const USER: &str = "kilntest";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum As {
@@ -25,29 +19,6 @@ enum As {
 struct Env {
     dir: tempfile::TempDir,
     who: As,
-}
-
-fn ensure_test_user() {
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !exists {
-        run(Command::new("useradd").args(["-m", USER]));
-    }
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            let mut t = text;
-            if !t.is_empty() && !t.ends_with('\n') {
-                t.push('\n');
-            }
-            t.push_str(&format!("{USER}:200000:65536\n"));
-            std::fs::write(f, t).unwrap();
-        }
-    }
 }
 
 impl Env {

@@ -4,16 +4,10 @@
 
 mod common;
 
-use common::{busybox_tar, context, have, run};
+use common::{busybox_tar, context, ensure_test_user, have, is_root, run, TEST_USER as USER};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const USER: &str = "kilntest";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// Who runs kiln: root itself, or (when the tests run as root) an ordinary user made for the
 /// purpose with subordinate ids, so the rootless path is taken.
@@ -28,29 +22,6 @@ enum As {
 struct Env {
     dir: tempfile::TempDir,
     who: As,
-}
-
-fn ensure_test_user() {
-    let exists = Command::new("id")
-        .arg(USER)
-        .output()
-        .unwrap()
-        .status
-        .success();
-    if !exists {
-        run(Command::new("useradd").args(["-m", USER]));
-    }
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        if !text.lines().any(|l| l.starts_with(&format!("{USER}:"))) {
-            let mut t = text;
-            if !t.is_empty() && !t.ends_with('\n') {
-                t.push('\n');
-            }
-            t.push_str(&format!("{USER}:200000:65536\n"));
-            std::fs::write(f, t).unwrap();
-        }
-    }
 }
 
 impl Env {

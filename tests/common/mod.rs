@@ -104,3 +104,37 @@ pub fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     d
 }
+
+/// The ordinary user the rootless tests run kiln as (when the tests run as root).
+pub const TEST_USER: &str = "kilntest";
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Make the rootless test user, with subordinate id ranges, if it is missing.
+pub fn ensure_test_user() {
+    let exists = std::process::Command::new("id")
+        .arg(TEST_USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        run(std::process::Command::new("useradd").args(["-m", TEST_USER]));
+    }
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(f).unwrap_or_default();
+        if !text
+            .lines()
+            .any(|l| l.starts_with(&format!("{TEST_USER}:")))
+        {
+            let mut t = text;
+            if !t.is_empty() && !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t.push_str(&format!("{TEST_USER}:200000:65536\n"));
+            std::fs::write(f, t).unwrap();
+        }
+    }
+}

@@ -2,27 +2,16 @@
 //! moby/patternmatcher's tables (`extracted/patternmatcher-*`) against our matcher.
 //! Every row is asserted; each test collects all failing rows before failing.
 
-use std::path::PathBuf;
+mod common;
+
+use common::conformance_dir;
 
 use kiln::context::ignore::{
     load_for_build, matches, read_dockerignore, IgnoreError, MatchInfo, MatchType, PatternMatcher,
 };
 
-fn corpus() -> PathBuf {
-    let dir = match std::env::var_os("KILN_CONFORMANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"),
-    };
-    assert!(
-        dir.is_dir(),
-        "conformance corpus not found at {} (set KILN_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    dir
-}
-
 fn read(name: &str) -> String {
-    let path = corpus().join("extracted").join(name);
+    let path = conformance_dir().join("extracted").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

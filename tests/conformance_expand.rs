@@ -3,35 +3,13 @@
 //! `wordsTest` files read with upstream's reader rules) against `dockerfile::expand`.
 //! Every case is checked and every failure is listed before the test fails.
 
+mod common;
+
+use common::conformance_dir;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use kiln::dockerfile::expand::{env_from_key_values, Env, Lexer};
 use serde_json::Value;
-
-/// The corpus directory: `KILN_CONFORMANCE_DIR` (which must exist when set), else
-/// `../shared/conformance` beside the crate. `None` only when neither is there.
-fn corpus() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KILN_CONFORMANCE_DIR") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "KILN_CONFORMANCE_DIR={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: conformance corpus not found at {} (set KILN_CONFORMANCE_DIR)",
-            dir.display()
-        );
-        None
-    }
-}
 
 fn read_json(root: &std::path::Path, name: &str) -> Value {
     let path = root.join("extracted").join(name);
@@ -107,7 +85,7 @@ fn check_words(
 
 #[test]
 fn envvartest_json() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-envvartest.json");
     let env = env_from_key_values(strings(&data["env"]));
     let cases = data["cases"].as_array().expect("cases");
@@ -142,7 +120,7 @@ fn envvartest_json() {
 
 #[test]
 fn wordstest_json() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-wordstest.json");
     let cases = data["cases"].as_array().expect("cases");
     assert_eq!(cases.len(), 24, "the corpus has 24 wordsTest cases");
@@ -166,7 +144,7 @@ fn wordstest_json() {
 /// corpus records what it returns; BuildKit's parser uses that mode for heredoc words.
 #[test]
 fn wordstest_json_raw_quotes_mode() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-wordstest.json");
     let cases = data["cases"].as_array().expect("cases");
     let lexer = Lexer::new('\\')
@@ -202,7 +180,7 @@ fn wordstest_json_raw_quotes_mode() {
 
 #[test]
 fn envvartest_raw_file() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let text = read_raw(&root, "envVarTest");
     let env = env_from_key_values(["PWD=/home", "SHELL=bash", "KOREAN=한국어", "NULL="]);
     let (mut checked, mut windows_only) = (0, 0);
@@ -233,7 +211,7 @@ fn envvartest_raw_file() {
 
 #[test]
 fn wordstest_raw_file() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let text = read_raw(&root, "wordsTest");
     let mut env_lines: Vec<String> = Vec::new();
     let (mut checked, mut failures) = (0, Vec::new());
@@ -263,7 +241,7 @@ fn wordstest_raw_file() {
 
 #[test]
 fn expansion_process_word_with_matches() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-expansion.json");
     let cases = data["process_word_with_matches"]["cases"]
         .as_array()
@@ -299,7 +277,7 @@ fn expansion_process_word_with_matches() {
 
 #[test]
 fn expansion_platform_release_name() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-expansion.json");
     let cases = data["platform_release_name"]["cases"]
         .as_array()
@@ -322,7 +300,7 @@ fn expansion_platform_release_name() {
 
 #[test]
 fn expansion_mandatory_vars() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-expansion.json");
     let cases = data["mandatory_vars"]["cases"].as_array().expect("cases");
     assert_eq!(cases.len(), 6);
@@ -345,7 +323,7 @@ fn expansion_mandatory_vars() {
 
 #[test]
 fn expansion_env_lookup() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-expansion.json");
     let cases = data["env_lookup"]["cases"].as_array().expect("cases");
     assert_eq!(cases.len(), 7);
@@ -369,7 +347,7 @@ fn expansion_env_lookup() {
 /// `sample + "\nTAIL"` must leave exactly `"\nTAIL"`).
 #[test]
 fn expansion_pattern_helpers() {
-    let Some(root) = corpus() else { return };
+    let root = conformance_dir();
     let data = read_json(&root, "shell-expansion.json");
     let helpers = &data["internal_helpers"];
     let mut failures = Vec::new();

@@ -3,31 +3,18 @@
 //! EXPOSE / ENV helpers of extracted/dockerfile2llb-cases.json. Every case is checked;
 //! each test lists all the cases that fail.
 
+mod common;
+
+use common::conformance_dir;
 use kiln::dockerfile::instruction::{
     add_env, from_node, handle_json_args, lower, parse_device, parse_key_value, parse_port_spec,
     parse_port_specs, BuilderFlags, HealthcheckCommand, Instruction, KEYWORDS,
 };
 use kiln::dockerfile::{parse, Error, Node};
 use serde_json::Value;
-use std::path::PathBuf;
-
-fn corpus_dir() -> PathBuf {
-    match std::env::var_os("KILN_CONFORMANCE_DIR") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            assert!(
-                dir.is_dir(),
-                "KILN_CONFORMANCE_DIR={} is not a directory",
-                dir.display()
-            );
-            dir
-        }
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"),
-    }
-}
 
 fn load(name: &str) -> Value {
-    let path = corpus_dir().join("extracted").join(name);
+    let path = conformance_dir().join("extracted").join(name);
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap()

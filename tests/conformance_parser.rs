@@ -5,6 +5,9 @@
 //!
 //! Every test walks all the cases of its table and reports every failing one.
 
+mod common;
+
+use common::conformance_dir;
 use kiln::dockerfile::dump::dump;
 use kiln::dockerfile::parser::{
     chomp_heredoc_content, detect_syntax, heredocs_from_line, parse_directive, parse_directives,
@@ -15,30 +18,6 @@ use kiln::dockerfile::{parse, Heredoc};
 use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// The corpus: `$KILN_CONFORMANCE_DIR`, which must exist when set, else
-/// `../shared/conformance` beside the crate (skipped, loudly, when absent).
-fn corpus() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KILN_CONFORMANCE_DIR") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "KILN_CONFORMANCE_DIR={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: no conformance corpus at {} (set KILN_CONFORMANCE_DIR)",
-            dir.display()
-        );
-        None
-    }
-}
 
 fn parser_dir(corpus: &Path) -> PathBuf {
     corpus.join("buildkit/frontend/dockerfile/parser")
@@ -88,7 +67,7 @@ fn dirs(path: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn golden_files() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let cases = dirs(&parser_dir(&corpus).join("testfiles"));
     assert_eq!(cases.len(), 33, "expected 33 golden cases");
     let mut failures = Vec::new();
@@ -110,7 +89,7 @@ fn golden_files() {
 
 #[test]
 fn negative_files() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let misc = json(&corpus, "parser-misc.json");
     let listed = strings(&misc["negative_testfiles"]["dirs"]);
     let cases = dirs(&parser_dir(&corpus).join("testfiles-negative"));
@@ -139,7 +118,7 @@ fn negative_files() {
 
 #[test]
 fn line_numbers() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let case = &json(&corpus, "parser-misc.json")["line_numbers"];
     let ast = parse(&read(&parser_dir(&corpus).join("testfile-line/Dockerfile"))).unwrap();
     let mut failures = Vec::new();
@@ -183,7 +162,7 @@ fn line_numbers() {
 
 #[test]
 fn empty_continuation_warnings() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let case = &json(&corpus, "parser-misc.json")["empty_continuation_warnings"];
     let ast = parse(case["dockerfile"].as_str().unwrap()).unwrap();
     let mut failures = Vec::new();
@@ -220,7 +199,7 @@ fn empty_continuation_warnings() {
 
 #[test]
 fn line_too_long() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let case = &json(&corpus, "parser-misc.json")["line_too_long"];
     let text = case["dockerfile_template"]
         .as_str()
@@ -237,7 +216,7 @@ fn line_too_long() {
 
 #[test]
 fn json_arrays() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let section = &json(&corpus, "parser-misc.json")["json_arrays"];
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -269,7 +248,7 @@ fn json_arrays() {
 
 #[test]
 fn name_val() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let section = &json(&corpus, "parser-misc.json")["name_val"];
     let mut failures = Vec::new();
     let cases = section["cases"].as_array().unwrap();
@@ -310,7 +289,7 @@ fn expected_heredoc(v: &Value) -> Heredoc {
 
 #[test]
 fn heredocs_extracted() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let section = &json(&corpus, "parser-heredocs.json")["extracts_heredoc"];
     let ast = parse(section["dockerfile"].as_str().unwrap()).unwrap();
     let children = section["children"].as_array().unwrap();
@@ -340,7 +319,7 @@ fn heredocs_extracted() {
 
 #[test]
 fn json_form_has_no_heredocs() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let section = &json(&corpus, "parser-heredocs.json")["json_form_has_no_heredocs"];
     let ast = parse(section["dockerfile"].as_str().unwrap()).unwrap();
     let indexes = section["child_indexes_without_heredocs"]
@@ -359,7 +338,7 @@ fn json_form_has_no_heredocs() {
 
 #[test]
 fn parse_heredoc_word() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let section = &json(&corpus, "parser-heredocs.json")["parse_heredoc_word"];
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -388,7 +367,7 @@ fn parse_heredoc_word() {
 
 #[test]
 fn heredocs_from_lines() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let section = &json(&corpus, "parser-heredocs.json")["heredocs_from_line"];
     let cases = section["cases"].as_array().unwrap();
     let mut failures = Vec::new();
@@ -413,7 +392,7 @@ fn heredocs_from_lines() {
 
 #[test]
 fn chomp() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let case = &json(&corpus, "parser-heredocs.json")["chomp"];
     let got = chomp_heredoc_content(case["input"].as_str().unwrap());
     let want = case["expected"].as_str().unwrap();
@@ -427,7 +406,7 @@ fn chomp() {
 
 #[test]
 fn parse_words_table() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let text = read(&corpus.join("extracted/parser-parse-words.tsv"));
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -450,7 +429,7 @@ fn parse_words_table() {
 
 #[test]
 fn directives() {
-    let Some(corpus) = corpus() else { return };
+    let corpus = conformance_dir();
     let v = json(&corpus, "parser-directives.json");
     let cases = v["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 17, "expected 17 directive cases");

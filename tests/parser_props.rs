@@ -2,6 +2,9 @@
 //! The parser and the dump never panic and never loop, whatever the input:
 //! random bytes, random Dockerfile-like token soups, and mutated corpus files.
 
+mod common;
+
+use common::conformance_dir_if_present;
 use kiln::dockerfile::dump::{dump, dump_node};
 use kiln::dockerfile::parser::{
     detect_syntax, heredocs_from_line, parse_directive, parse_directives, parse_heredoc,
@@ -9,7 +12,7 @@ use kiln::dockerfile::parser::{
 };
 use kiln::dockerfile::{parse, Ast};
 use proptest::prelude::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 /// Properties of any successful parse.
@@ -56,7 +59,7 @@ fn seeds() -> &'static [String] {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if let Some(dir) = corpus() {
+        if let Some(dir) = conformance_dir_if_present() {
             let golden = dir.join("buildkit/frontend/dockerfile/parser/testfiles");
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&golden)
                 .unwrap()
@@ -72,20 +75,6 @@ fn seeds() -> &'static [String] {
         }
         seeds
     })
-}
-
-fn corpus() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("KILN_CONFORMANCE_DIR") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.is_dir(),
-            "KILN_CONFORMANCE_DIR={} is not a directory",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
-    dir.is_dir().then_some(dir)
 }
 
 /// Pieces that exercise the grammar's corners when strung together.

@@ -138,3 +138,27 @@ pub fn ensure_test_user() {
         }
     }
 }
+
+/// The BuildKit conformance corpus: `$KILN_CONFORMANCE_DIR` (CI sets it), else
+/// `../shared/conformance` beside the crate. Missing is a failure, never a skip.
+pub fn conformance_dir() -> PathBuf {
+    conformance_dir_if_present().unwrap_or_else(|| {
+        panic!("conformance corpus not found: set KILN_CONFORMANCE_DIR or put shared/ beside the crate")
+    })
+}
+
+/// As [`conformance_dir`], for tests that only borrow corpus files as extra inputs; still a
+/// failure when `$KILN_CONFORMANCE_DIR` names a missing directory.
+pub fn conformance_dir_if_present() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("KILN_CONFORMANCE_DIR") {
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.is_dir(),
+            "KILN_CONFORMANCE_DIR={} is not a directory",
+            dir.display()
+        );
+        return Some(dir);
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
+    dir.is_dir().then_some(dir)
+}

@@ -371,8 +371,8 @@ fn choose_platform<'a>(index: &'a Index, wanted: &Platform, shown: &str) -> Resu
         })
 }
 
-/// A config (or other small JSON blob), verified against its digest.
-pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+/// GET a blob; a 404 names the blob as `what` (config, layer) and the repository.
+fn get_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<ureq::Response> {
     let op = format!("pulling {what} {}", desc.digest);
     let resp = client.request(
         "GET",
@@ -382,15 +382,18 @@ pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -
         &op,
     )?;
     match resp.status() {
-        200 => {}
-        404 => {
-            return Err(RegistryError::NotFound {
-                host: client.registry.clone(),
-                what: format!("{what} blob {} of {}", desc.digest, client.repository),
-            })
-        }
-        _ => return Err(client.http_error(&op, resp)),
+        200 => Ok(resp),
+        404 => Err(RegistryError::NotFound {
+            host: client.registry.clone(),
+            what: format!("{what} blob {} of {}", desc.digest, client.repository),
+        }),
+        _ => Err(client.http_error(&op, resp)),
     }
+}
+
+/// A config (or other small JSON blob), verified against its digest.
+pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -> Result<Vec<u8>> {
+    let resp = get_blob(client, desc, what)?;
     let bytes = read_limited(resp, MAX_JSON).map_err(|message| RegistryError::Invalid {
         host: client.registry.clone(),
         message: format!("{what} {}: {message}", desc.digest),
@@ -458,24 +461,7 @@ fn download_layer_once(
     desc: &Descriptor,
     diff_id: &Digest,
 ) -> Result<()> {
-    let op = format!("pulling layer {}", desc.digest);
-    let resp = client.request(
-        "GET",
-        &client.url(&format!("blobs/{}", desc.digest)),
-        &[],
-        &Body::Empty,
-        &op,
-    )?;
-    match resp.status() {
-        200 => {}
-        404 => {
-            return Err(RegistryError::NotFound {
-                host: client.registry.clone(),
-                what: format!("layer blob {} of {}", desc.digest, client.repository),
-            })
-        }
-        _ => return Err(client.http_error(&op, resp)),
-    }
+    let resp = get_blob(client, desc, "layer")?;
     let io_failure = |source: io::Error| RegistryError::Io {
         op: "downloading",
         path: format!("{}/{}", client.registry, desc.digest).into(),

@@ -342,6 +342,22 @@ mod tests {
     }
 
     #[test]
+    fn retagging_the_same_manifest_leaves_index_json_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, s) = store();
+        let (m, _) = image(&s, b"layer", "2024-01-01T00:00:00Z");
+        s.tag(&r("app:1"), &m).unwrap();
+        let index = s.root().join("index.json");
+        let ino = std::fs::metadata(&index).unwrap().ino();
+        // Every write replaces the file (a new inode); an unchanged tag must not write.
+        s.tag(&r("app:1"), &m).unwrap();
+        assert_eq!(std::fs::metadata(&index).unwrap().ino(), ino);
+        let (m2, _) = image(&s, b"other", "2024-01-01T00:00:00Z");
+        s.tag(&r("app:1"), &m2).unwrap();
+        assert_ne!(std::fs::metadata(&index).unwrap().ino(), ino);
+    }
+
+    #[test]
     fn put_image_checks_layers() {
         let (_d, s) = store();
         let c = ImageConfig::default();

@@ -1470,6 +1470,7 @@ impl Build<'_> {
                 .into_iter()
                 .map(|p| (p.name, p.data, p.mode))
                 .collect(),
+            mounts: Vec::new(),
             source_date_epoch: self.opts.source_date_epoch,
         };
         let mut pending: Vec<u8> = Vec::new();

@@ -14,7 +14,7 @@ mod decompress;
 mod digest;
 mod error;
 pub mod index;
-mod resolve;
+pub(crate) mod resolve;
 mod walk;
 mod writer;
 

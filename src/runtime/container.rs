@@ -264,6 +264,7 @@ pub fn run_foreground(
         layer_tar: None,
         source_date_epoch: None,
         pipes: Vec::new(),
+        mounts: Vec::new(),
     };
     let mut ignored = |_: &[u8]| {};
     let code = super::run_with_stdio(&spec, Stdio::Inherit { stdin: opts.stdin }, &mut ignored);

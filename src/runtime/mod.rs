@@ -12,9 +12,11 @@
 
 pub mod container;
 pub mod ids;
+pub mod mounts;
 pub mod rootfs;
 
 pub use ids::{plan_ids, resolve_user, IdMap, IdPlan, Identity};
+pub use mounts::{Mount, MountKind};
 pub use rootfs::ensure_lower;
 
 use std::ffi::CString;
@@ -84,6 +86,8 @@ pub struct RunSpec {
     pub source_date_epoch: Option<i64>,
     /// Files (name, content, mode) put at /dev/pipes/NAME for the command.
     pub pipes: Vec<(String, Vec<u8>, u32)>,
+    /// Bind and tmpfs mounts, made in this order (parents before what they hold).
+    pub mounts: Vec<Mount>,
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
@@ -209,7 +213,7 @@ pub fn run_with_stdio(
             out_w.as_raw_fd(),
             status_w.as_raw_fd(),
         ]);
-        let result = keeper(&prepared, sync_w, go_r, out_w);
+        let result = keeper(&mut prepared, sync_w, go_r, out_w);
         let msg = match result {
             Ok(code) => format!("C{code}"),
             Err(m) => format!("E{m}"),
@@ -397,6 +401,9 @@ struct Prepared {
     layer_tar: Option<PathBuf>,
     source_date_epoch: Option<i64>,
     pipes: Vec<(String, Vec<u8>, u32)>,
+    mounts: Vec<Mount>,
+    /// The mount points of `mounts` in the merged root, found by the keeper.
+    mount_targets: Vec<PathBuf>,
     stdio: Stdio,
 }
 
@@ -504,6 +511,8 @@ impl Prepared {
             layer_tar: spec.layer_tar.clone(),
             source_date_epoch: spec.source_date_epoch,
             pipes: spec.pipes.clone(),
+            mounts: spec.mounts.clone(),
+            mount_targets: Vec::new(),
             stdio: Stdio::Capture,
         })
     }
@@ -567,7 +576,7 @@ fn close_other_fds(keep: &[libc::c_int]) {
 }
 
 /// The keeper: namespaces, the overlay, the command, then the diff. Returns the exit code.
-fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
+fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // SAFETY: as above.
@@ -613,7 +622,8 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
     }
     mount("overlay", &p.merged, "overlay", 0, Some(&p.mount_data))
         .map_err(|e| format!("{e} (overlayfs in a user namespace needs Linux 5.11 or later)"))?;
-    let created = make_mount_points(&p.merged)?;
+    let mut created = make_mount_points(&p.merged)?;
+    p.mount_targets = mounts::prepare_targets(&p.merged, &p.mounts, &mut created)?;
     // SAFETY: the command child only runs `command`, which ends in exec or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -653,9 +663,7 @@ fn keeper(p: &Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Resul
         128 + libc::WTERMSIG(st)
     };
     // Mount points kiln made are not the command's changes.
-    for path in created.iter().rev() {
-        let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
-    }
+    mounts::remove_created(&created);
     let merged = path_c(&p.merged)?;
     // SAFETY: valid C string.
     unsafe { libc::umount2(merged.as_ptr(), libc::MNT_DETACH) };
@@ -828,6 +836,7 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
                 .map_err(|e| setup(format!("{}: {e}", f.display())))?;
         }
     }
+    mounts::apply(&p.mounts, &p.mount_targets).map_err(setup)?;
     let etc = root.join("etc");
     let binds = [
         (p.scratch.join("hosts"), etc.join("hosts")),
@@ -943,6 +952,7 @@ mod tests {
             layer_tar: None,
             source_date_epoch: None,
             pipes: Vec::new(),
+            mounts: Vec::new(),
         }
     }
 

@@ -80,6 +80,7 @@ pub fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    let root_for_hint = cli.root.clone().unwrap_or_else(kiln::store::default_root);
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Build(args) => open_store(cli.root)
@@ -95,7 +96,15 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", render(&err));
+            let text = render(&err);
+            eprintln!("error: {text}");
+            // ENOSPC from deep in a build or pull reaches here as text; say which store is full.
+            if text.contains("(os error 28)") {
+                eprintln!(
+                    "hint: no space left on device for the store at {}: free space, or see `kiln system df` and `kiln prune`",
+                    root_for_hint.display()
+                );
+            }
             ExitCode::from(1)
         }
     }

@@ -148,7 +148,47 @@ impl Store {
             }
         }
         self.sweep_tmp(opts.grace, &mut report)?;
+        self.sweep_snapshot_leftovers(opts.grace)?;
         Ok(report)
+    }
+
+    /// Snapshot records and lock files whose snapshot does not exist, left by a maker that
+    /// was killed (or failed) before publishing it, once nobody holds the lock.
+    fn sweep_snapshot_leftovers(&self, grace: Duration) -> Result<()> {
+        let records = self.root().join("snapshot-records");
+        for name in fsutil::list_names(&records)? {
+            let Ok(id) = Digest::from_sha256_hex(&name) else {
+                continue;
+            };
+            let path = records.join(&name);
+            if self.snapshot_dir(&id).exists() || !self.older_than(&path, grace)? {
+                continue;
+            }
+            if let Some(_lock) = FileLock::try_exclusive(self.snapshot_lock_path(&id))? {
+                if !self.snapshot_dir(&id).exists() {
+                    fsutil::remove_tree(&path)?;
+                }
+            }
+        }
+        for name in fsutil::list_names(&self.locks_dir())? {
+            let Some(id) = name
+                .strip_prefix("snapshot-")
+                .and_then(|n| n.strip_suffix(".lock"))
+                .and_then(|h| Digest::from_sha256_hex(h).ok())
+            else {
+                continue;
+            };
+            let path = self.locks_dir().join(&name);
+            if self.snapshot_dir(&id).exists() || !self.older_than(&path, grace)? {
+                continue;
+            }
+            if let Some(_lock) = FileLock::try_exclusive(&path)? {
+                if !self.snapshot_dir(&id).exists() {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// docker's `rmi`: `query` as for [`Store::resolve`]. By name, removes that tag only; by ID
@@ -695,6 +735,27 @@ mod tests {
         let err = keep_storage_from_toml("\n[gc]\nkeep-storage = \"lots\"\n").unwrap_err();
         assert_eq!(err.0, 3);
         assert!(err.1.contains("lots"), "{}", err.1);
+    }
+
+    #[test]
+    fn gc_removes_what_a_killed_snapshot_maker_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let id = Digest::sha256_of(b"never published");
+        let record = s.snapshot_record_path(&id);
+        fs::create_dir_all(record.parent().unwrap()).unwrap();
+        fs::write(&record, b"f 644 0 0 1 x f\n").unwrap();
+        fs::write(s.snapshot_lock_path(&id), b"").unwrap();
+        let kept = Digest::sha256_of(b"published");
+        s.ensure_snapshot(&kept, |d| fs::write(d.join("f"), b"x"))
+            .unwrap();
+        let lease = s.lease().unwrap();
+        lease.pin(&kept).unwrap();
+        s.gc(now()).unwrap();
+        assert!(!record.exists());
+        assert!(!s.snapshot_lock_path(&id).exists());
+        assert!(s.snapshot_record_path(&kept).exists());
+        assert!(s.snapshot_path(&kept).is_some());
     }
 
     #[test]

@@ -300,7 +300,7 @@ fn saved_files(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec
 }
 
 #[test]
-fn eight_builds_an_import_and_prunes_at_once() {
+fn eight_builds_an_import_prunes_and_a_check_at_once() {
     use common::{busybox_tar, context, Kiln};
     use std::process::{Command, Stdio};
     let k = Kiln::new();
@@ -355,6 +355,11 @@ fn eight_builds_an_import_and_prunes_at_once() {
         ]),
     ));
     children.push(("prune".into(), spawn(vec!["prune".into(), "-f".into()])));
+    // A check beside them must not mistake work in progress for damage.
+    children.push((
+        "system check".into(),
+        spawn(vec!["system".into(), "check".into()]),
+    ));
     children.push((
         "builder prune".into(),
         spawn(vec![

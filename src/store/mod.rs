@@ -27,6 +27,9 @@
 //! root/locks/index.lock          guards read-modify-write of index.json, and gc
 //! root/locks/snapshot-<hex>.lock one per snapshot being made
 //! root/locks/lease-<id>.{lock,json}  live leases: what a running build or container pins
+//! root/volumes/<name>/           named volumes; a user holds a shared flock on the directory,
+//!                                and only `prune --volumes` removes one nobody holds
+//! root/containers/<id>/          the runtime's container state (counted by `system df`)
 //! ```
 //!
 //! # Consistency rules

@@ -1,6 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Concurrent use of one store root: threads stand in for processes here, which is faithful
-//! because flock locks belong to each open file, not to the process.
+//! because flock locks belong to each open file, not to the process. The last test runs real
+//! kiln processes side by side.
+
+mod common;
 
 use std::fs;
 use std::io::Write;
@@ -257,4 +260,165 @@ fn leases_let_builds_finish_under_aggressive_gc() {
     gc.join().unwrap();
     assert_no_dangling_tags(&s);
     assert_eq!(s.list().unwrap().len(), 20);
+}
+
+/// The files of the image saved in OCI archive `path`, every layer applied in order.
+fn saved_files(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut outer = tar::Archive::new(fs::File::open(path).unwrap());
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        e.read_to_end(&mut bytes).unwrap();
+        blobs.insert(name, bytes);
+    }
+    let json = |name: &str| -> serde_json::Value { serde_json::from_slice(&blobs[name]).unwrap() };
+    let blob = |digest: &str| format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap());
+    let index = json("index.json");
+    let manifest = json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let mut files = BTreeMap::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let bytes = &blobs[&blob(layer["digest"].as_str().unwrap())];
+        let reader: Box<dyn Read> = if layer["mediaType"].as_str().unwrap().ends_with("gzip") {
+            Box::new(flate2::read::GzDecoder::new(&bytes[..]))
+        } else {
+            Box::new(&bytes[..])
+        };
+        let mut tar = tar::Archive::new(reader);
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let mut content = Vec::new();
+            e.read_to_end(&mut content).unwrap();
+            files.insert(name.trim_start_matches("./").to_string(), content);
+        }
+    }
+    files
+}
+
+#[test]
+fn eight_builds_an_import_prunes_and_a_check_at_once() {
+    use common::{busybox_tar, context, Kiln};
+    use std::process::{Command, Stdio};
+    let k = Kiln::new();
+    k.import_busybox("bb");
+    let bin = assert_cmd::cargo::cargo_bin("kiln");
+    let contexts: Vec<_> = (0..8)
+        .map(|i| {
+            let run = if i == 0 { "RUN echo ran > /ran.txt\n" } else { "" };
+            context(&[
+                (
+                    "Dockerfile",
+                    &format!(
+                        "FROM bb\nCOPY common.txt /common.txt\nCOPY group.txt /group.txt\nCOPY own.txt /own.txt\n{run}"
+                    ),
+                ),
+                ("common.txt", "shared by every build\n"),
+                ("group.txt", &format!("group {}\n", i % 2)),
+                ("own.txt", &format!("build {i}\n")),
+            ])
+        })
+        .collect();
+    let spawn = |args: Vec<String>| {
+        Command::new(&bin)
+            .arg("--root")
+            .arg(k.root())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut children = Vec::new();
+    for (i, ctx) in contexts.iter().enumerate() {
+        children.push((
+            format!("build {i}"),
+            spawn(vec![
+                "build".into(),
+                "--progress=plain".into(),
+                "-t".into(),
+                format!("app{i}"),
+                ctx.path().to_str().unwrap().into(),
+            ]),
+        ));
+    }
+    children.push((
+        "import".into(),
+        spawn(vec![
+            "import".into(),
+            busybox_tar().to_str().unwrap().into(),
+            "imported".into(),
+        ]),
+    ));
+    children.push(("prune".into(), spawn(vec!["prune".into(), "-f".into()])));
+    // A check beside them must not mistake work in progress for damage.
+    children.push((
+        "system check".into(),
+        spawn(vec!["system".into(), "check".into()]),
+    ));
+    children.push((
+        "builder prune".into(),
+        spawn(vec![
+            "builder".into(),
+            "prune".into(),
+            "-f".into(),
+            "-a".into(),
+        ]),
+    ));
+    for (what, child) in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    for i in 0..8 {
+        let archive = k.dir.path().join(format!("app{i}.tar"));
+        k.ok(&["save", "-o", archive.to_str().unwrap(), &format!("app{i}")]);
+        let files = saved_files(&archive);
+        assert_eq!(files["common.txt"], b"shared by every build\n", "app{i}");
+        assert_eq!(
+            files["group.txt"],
+            format!("group {}\n", i % 2).as_bytes(),
+            "app{i}"
+        );
+        assert_eq!(
+            files["own.txt"],
+            format!("build {i}\n").as_bytes(),
+            "app{i}"
+        );
+        assert!(files.contains_key("bin/busybox"), "app{i} lost its base");
+        assert_eq!(files.contains_key("ran.txt"), i == 0, "app{i}");
+    }
+    k.ok(&["inspect", "imported"]);
+    let check = k.ok(&["system", "check"]);
+    assert!(check.contains("the store is sound"), "{check}");
+
+    // The cache is shared, not corrupted (the prunes may have emptied it meanwhile, so fill
+    // it again first): a build of a sibling Dockerfile hits the steps they share.
+    k.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "again3",
+        contexts[3].path().to_str().unwrap(),
+    ]);
+    let out = k
+        .cmd()
+        .args(["build", "--progress=plain", "-t", "again5"])
+        .arg(contexts[5].path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("CACHED COPY common.txt"), "{log}");
+    assert!(log.contains("CACHED COPY group.txt"), "{log}");
+    let check = k.ok(&["system", "check"]);
+    assert!(check.contains("the store is sound"), "{check}");
 }

@@ -107,6 +107,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         pull: args.pull,
     };
     let built = build::build(store, &opts, reporter.as_ref())?;
+    kiln::store::gc::apply_policy(store).context("applying the gc policy (gc.keep-storage)")?;
     let id = built.config_digest.to_string();
     if let Some((reference, mode)) = &cache_to {
         let steps: Vec<(String, CacheEntry)> = built

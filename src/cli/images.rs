@@ -7,7 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, BufReader, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,7 +35,8 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Read images from a tar archive made by `save`, `docker save`, `podman save` or skopeo.
     Load(LoadArgs),
-    /// Remove untagged images and the build cache.
+    /// Remove untagged images and the build cache (`-a`: every unused image; `--volumes`:
+    /// volumes too, the only way they are removed).
     Prune(PruneArgs),
 }
 
@@ -148,6 +149,9 @@ pub struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Remove volumes no container holds, too: nothing else ever removes a volume.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 pub fn run(store: &Store, cmd: ImageCommand) -> Result<ExitCode> {
@@ -673,18 +677,22 @@ fn load(store: &Store, args: LoadArgs) -> Result<()> {
 
 fn prune(store: &Store, args: PruneArgs) -> Result<()> {
     if !args.force {
-        let what = if args.all {
-            "all images without at least one container associated to them, and the build cache"
+        let images = if args.all {
+            "all images without at least one container associated to them"
         } else {
-            "all dangling images and the build cache"
+            "all dangling images"
         };
-        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let mut answer = String::new();
-        io::stdin().lock().read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        let volumes = if args.volumes {
+            ", all volumes not used by at least one container"
+        } else {
+            ""
+        };
+        if !super::system::confirm(&format!("{images}{volumes}, and the build cache"))? {
             return Ok(());
         }
     }
+    // Stopped containers are the runtime's to remove: its prune belongs here, first, so the
+    // images they used become unused.
     let mut lines = Vec::new();
     let mut reclaimed = 0u64;
     for record in store.list()? {
@@ -712,13 +720,24 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
         }
         println!();
     }
+    if args.volumes {
+        let (removed, bytes) = store.prune_volumes()?;
+        if !removed.is_empty() {
+            println!("Deleted Volumes:");
+            for v in &removed {
+                println!("{v}");
+            }
+            println!();
+        }
+        reclaimed = reclaimed.saturating_add(bytes);
+    }
     println!("Total reclaimed space: {}", human_size(reclaimed, 4));
     Ok(())
 }
 
 /// Aligns cells as docker's tabwriter does (minimum width 10, padding 3); the last column is
 /// not padded.
-fn table(rows: &[Vec<String>]) -> String {
+pub(super) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
     for row in rows {
@@ -759,7 +778,7 @@ fn ellipsis(s: &str, max: usize) -> String {
 
 /// Decimal sizes with `precision` significant digits, as go-units' `HumanSizeWithPrecision`
 /// (`4.26MB`, `512B`, `1.2kB`).
-fn human_size(bytes: u64, precision: usize) -> String {
+pub(super) fn human_size(bytes: u64, precision: usize) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut size = bytes as f64;
     let mut unit = 0;

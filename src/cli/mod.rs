@@ -7,6 +7,7 @@ mod debug;
 mod images;
 mod registry;
 mod run;
+mod system;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +32,14 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile.
     Build(args::BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(system::BuilderCommand),
+    /// Verify the store (alias of `system check`).
+    Fsck(system::CheckArgs),
+    /// Store maintenance: `check`, `df`.
+    #[command(subcommand)]
+    System(system::SystemCommand),
     /// Tools for looking inside kiln's pipeline.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -71,11 +80,15 @@ pub fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    let root_for_hint = cli.root.clone().unwrap_or_else(kiln::store::default_root);
     let result = match cli.command {
         Command::Debug(cmd) => debug::run(cmd),
         Command::Build(args) => open_store(cli.root)
             .and_then(|s| build::run(&s, args))
             .map(|()| ExitCode::SUCCESS),
+        Command::Builder(cmd) => open_store(cli.root).and_then(|s| system::run_builder(&s, cmd)),
+        Command::Fsck(args) => open_store(cli.root).and_then(|s| system::check(&s, args)),
+        Command::System(cmd) => open_store(cli.root).and_then(|s| system::run(&s, cmd)),
         Command::Image(cmd) => open_store(cli.root).and_then(|s| images::run(&s, cmd)),
         Command::Registry(cmd) => registry::run(cli.root, cmd).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => Ok(run::run(cli.root, args)),
@@ -83,7 +96,15 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", render(&err));
+            let text = render(&err);
+            eprintln!("error: {text}");
+            // ENOSPC from deep in a build or pull reaches here as text; say which store is full.
+            if text.contains("(os error 28)") {
+                eprintln!(
+                    "hint: no space left on device for the store at {}: free space, or see `kiln system df` and `kiln prune`",
+                    root_for_hint.display()
+                );
+            }
             ExitCode::from(1)
         }
     }

@@ -111,6 +111,9 @@ impl Store {
             return Ok(None);
         };
         if entry.blobs().all(|d| self.has_blob(d)) {
+            // The file's mtime is the entry's last use, which the byte cap prunes by; a
+            // failed touch only makes the entry look older.
+            let _ = fsutil::touch(&self.cache_path(key_hex));
             Ok(Some(entry))
         } else {
             Ok(None)

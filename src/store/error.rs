@@ -56,6 +56,13 @@ pub enum StoreError {
         diff_id: Digest,
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+    /// kiln's config file has a value kiln cannot use.
+    #[error("{}:{line}: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
     #[error(transparent)]
     Reference(#[from] ReferenceError),
 }

@@ -1,9 +1,12 @@
 //! Garbage collection: mark what tags, untagged images, cache entries and leases reach; sweep
-//! the rest, plus crash leftovers in `tmp/`. Also `remove_image` (docker's `rmi`).
+//! the rest, plus crash leftovers in `tmp/`. Also `remove_image` (docker's `rmi`), and the
+//! automatic policy: a byte cap on the build cache from the user's config, applied after
+//! builds ([`apply_policy`]).
 
 use std::collections::HashSet;
 use std::fs;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{io_err, Result, StoreError};
@@ -65,14 +68,15 @@ pub struct RemoveReport {
 
 /// Blobs and layers (diffIDs: snapshots and compressed variants) that must stay.
 #[derive(Default)]
-struct Marks {
-    blobs: HashSet<Digest>,
-    layers: HashSet<Digest>,
+pub(crate) struct Marks {
+    pub(crate) blobs: HashSet<Digest>,
+    pub(crate) layers: HashSet<Digest>,
 }
 
-/// Temp entries are locked by their writer right after creation; this minimum age (applied
-/// whatever the grace) bridges the moment between the two calls.
-const MIN_TMP_AGE: Duration = Duration::from_secs(60);
+// Temp entries are locked by their writer right after creation (or not at all, by commands
+// that stage outside the store's helpers); this minimum age, applied whatever the grace,
+// bridges that.
+use super::check::MIN_TMP_AGE;
 
 /// Manifests and indexes are small; anything bigger reached from the index is not parsed.
 const MAX_JSON_BLOB: u64 = 16 * 1024 * 1024;
@@ -144,7 +148,47 @@ impl Store {
             }
         }
         self.sweep_tmp(opts.grace, &mut report)?;
+        self.sweep_snapshot_leftovers(opts.grace)?;
         Ok(report)
+    }
+
+    /// Snapshot records and lock files whose snapshot does not exist, left by a maker that
+    /// was killed (or failed) before publishing it, once nobody holds the lock.
+    fn sweep_snapshot_leftovers(&self, grace: Duration) -> Result<()> {
+        let records = self.root().join("snapshot-records");
+        for name in fsutil::list_names(&records)? {
+            let Ok(id) = Digest::from_sha256_hex(&name) else {
+                continue;
+            };
+            let path = records.join(&name);
+            if self.snapshot_dir(&id).exists() || !self.older_than(&path, grace)? {
+                continue;
+            }
+            if let Some(_lock) = FileLock::try_exclusive(self.snapshot_lock_path(&id))? {
+                if !self.snapshot_dir(&id).exists() {
+                    fsutil::remove_tree(&path)?;
+                }
+            }
+        }
+        for name in fsutil::list_names(&self.locks_dir())? {
+            let Some(id) = name
+                .strip_prefix("snapshot-")
+                .and_then(|n| n.strip_suffix(".lock"))
+                .and_then(|h| Digest::from_sha256_hex(h).ok())
+            else {
+                continue;
+            };
+            let path = self.locks_dir().join(&name);
+            if self.snapshot_dir(&id).exists() || !self.older_than(&path, grace)? {
+                continue;
+            }
+            if let Some(_lock) = FileLock::try_exclusive(&path)? {
+                if !self.snapshot_dir(&id).exists() {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// docker's `rmi`: `query` as for [`Store::resolve`]. By name, removes that tag only; by ID
@@ -222,7 +266,7 @@ impl Store {
         Ok(report)
     }
 
-    fn mark(&self, index: &Index, keep_cache: bool) -> Result<Marks> {
+    pub(crate) fn mark(&self, index: &Index, keep_cache: bool) -> Result<Marks> {
         let mut marks = Marks::default();
         for (digest, _) in group_by_manifest(index) {
             self.mark_tree(&digest, &mut marks)?;
@@ -354,7 +398,7 @@ impl Store {
 
     /// Removes a snapshot unless someone is making it right now. It is first renamed into
     /// `tmp/`, so it disappears atomically even if deleting the tree fails half way.
-    fn remove_snapshot(&self, diff_id: &Digest, report: &mut GcReport) -> Result<()> {
+    pub(crate) fn remove_snapshot(&self, diff_id: &Digest, report: &mut GcReport) -> Result<()> {
         let Some(_lock) = FileLock::try_exclusive(self.snapshot_lock_path(diff_id))? else {
             return Ok(());
         };
@@ -378,6 +422,7 @@ impl Store {
         }
         let size = fsutil::tree_size(&target);
         fsutil::remove_tree(&doomed)?;
+        fsutil::remove_tree(&self.snapshot_record_path(diff_id))?;
         report.removed_snapshots += 1;
         report.bytes = report.bytes.saturating_add(size);
         let _ = fs::remove_file(self.snapshot_lock_path(diff_id));
@@ -446,6 +491,177 @@ impl Store {
     }
 }
 
+/// The automatic gc policy: when the config sets `[gc] keep-storage`, prunes the build cache
+/// down to that many bytes, least recently used first. `Ok(None)` when no cap is set.
+pub fn apply_policy(store: &Store) -> Result<Option<super::CachePruneReport>> {
+    let Some(cap) = keep_storage_from_config()? else {
+        return Ok(None);
+    };
+    store
+        .prune_cache(&super::CachePruneOptions {
+            all: true,
+            unused_for: None,
+            keep_storage: Some(cap),
+        })
+        .map(Some)
+}
+
+/// kiln's config file: `$XDG_CONFIG_HOME/kiln/config.toml`, else `~/.config/kiln/config.toml`.
+pub fn config_path() -> Option<PathBuf> {
+    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dir) = non_empty("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Some(dir.join("kiln").join("config.toml"));
+    }
+    non_empty("HOME")
+        .map(PathBuf::from)
+        .or_else(std::env::home_dir)
+        .map(|h| h.join(".config").join("kiln").join("config.toml"))
+}
+
+/// `gc.keep-storage` of the config file, if the file and the key exist.
+pub fn keep_storage_from_config() -> Result<Option<u64>> {
+    let Some(path) = config_path() else {
+        return Ok(None);
+    };
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("reading config", path)(e)),
+    };
+    keep_storage_from_toml(&text).map_err(|(line, message)| StoreError::Config {
+        path,
+        line,
+        message,
+    })
+}
+
+/// Reads the one key kiln takes from its config: `keep-storage` of table `[gc]` (or the
+/// dotted `gc.keep-storage` at top level), a size string (`"10GB"`) or a byte count. Other
+/// tables and keys are left alone. Errors carry the 1-based line.
+fn keep_storage_from_toml(text: &str) -> std::result::Result<Option<u64>, (usize, String)> {
+    let mut table = String::new();
+    let mut found = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            table = rest
+                .trim_end_matches(']')
+                .trim()
+                .trim_matches('[')
+                .to_string();
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim().trim_matches('"');
+        let full = if table.is_empty() {
+            key.to_string()
+        } else {
+            format!("{table}.{key}")
+        };
+        if full != "gc.keep-storage" {
+            continue;
+        }
+        let value = value.trim();
+        let size = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            Some(s) => parse_size(s),
+            None => value.replace('_', "").parse::<u64>().ok(),
+        };
+        match size {
+            Some(s) => found = Some(s),
+            None => {
+                return Err((
+                    n + 1,
+                    format!(
+                        "gc.keep-storage = {value}: expected a size such as \"10GB\", \"512MiB\" or a number of bytes"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The line without a `#` comment (a `#` inside a quoted string stays).
+fn strip_comment(line: &str) -> &str {
+    let mut quoted = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return line.get(..i).unwrap_or(line),
+            _ => {}
+        }
+    }
+    line
+}
+
+/// A size as docker's flags take it: `10GB`, `1.5g`, `512MiB`, `100kb`, `2048` (bytes).
+/// Decimal units are powers of 1000, `i` units powers of 1024.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    if !num.is_finite() || num < 0.0 {
+        return None;
+    }
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = (num * mult).round();
+    (bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// A duration as docker's `until` filter takes it: Go syntax (`24h`, `1h30m`, `90s`,
+/// `500ms`), plus `d` for days.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(split);
+        let num: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+        total += num * secs;
+        rest = tail;
+    }
+    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,6 +710,52 @@ mod tests {
         assert!(!s.has_blob(&junk.digest));
         // Listing skips the index entry instead of failing.
         assert!(s.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sizes_durations_and_config() {
+        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
+        assert_eq!(parse_size("1.5g"), Some(1_500_000_000));
+        assert_eq!(parse_size("512MiB"), Some(512 << 20));
+        assert_eq!(parse_size("2048"), Some(2048));
+        assert_eq!(parse_size("10 XB"), None);
+        assert_eq!(parse_size("-1"), None);
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172800)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+        let toml = "# kiln\n[other]\nkeep-storage = 1\n[gc]\nkeep-storage = \"10GB\" # cap\n";
+        assert_eq!(keep_storage_from_toml(toml), Ok(Some(10_000_000_000)));
+        assert_eq!(
+            keep_storage_from_toml("gc.keep-storage = 5_000\n"),
+            Ok(Some(5000))
+        );
+        assert_eq!(keep_storage_from_toml("[gc]\n"), Ok(None));
+        let err = keep_storage_from_toml("\n[gc]\nkeep-storage = \"lots\"\n").unwrap_err();
+        assert_eq!(err.0, 3);
+        assert!(err.1.contains("lots"), "{}", err.1);
+    }
+
+    #[test]
+    fn gc_removes_what_a_killed_snapshot_maker_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let id = Digest::sha256_of(b"never published");
+        let record = s.snapshot_record_path(&id);
+        fs::create_dir_all(record.parent().unwrap()).unwrap();
+        fs::write(&record, b"f 644 0 0 1 x f\n").unwrap();
+        fs::write(s.snapshot_lock_path(&id), b"").unwrap();
+        let kept = Digest::sha256_of(b"published");
+        s.ensure_snapshot(&kept, |d| fs::write(d.join("f"), b"x"))
+            .unwrap();
+        let lease = s.lease().unwrap();
+        lease.pin(&kept).unwrap();
+        s.gc(now()).unwrap();
+        assert!(!record.exists());
+        assert!(!s.snapshot_lock_path(&id).exists());
+        assert!(s.snapshot_record_path(&kept).exists());
+        assert!(s.snapshot_path(&kept).is_some());
     }
 
     #[test]

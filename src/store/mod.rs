@@ -20,10 +20,16 @@
 //! root/cache/<key-hex>.json      build cache index: cache key (blake3, hex) → CacheEntry
 //! root/compressed/<diffid-hex>/<algo>.json
 //!                                (diffID, algorithm) → descriptor of the compressed blob
+//! root/snapshot-records/<diffid-hex>
+//!                                what each snapshot held when it was published (treesum), for
+//!                                `system check`
 //! root/tmp/                      staging: every write is prepared here and renamed into place
 //! root/locks/index.lock          guards read-modify-write of index.json, and gc
 //! root/locks/snapshot-<hex>.lock one per snapshot being made
 //! root/locks/lease-<id>.{lock,json}  live leases: what a running build or container pins
+//! root/volumes/<name>/           named volumes; a user holds a shared flock on the directory,
+//!                                and only `prune --volumes` removes one nobody holds
+//! root/containers/<id>/          the runtime's container state (counted by `system df`)
 //! ```
 //!
 //! # Consistency rules
@@ -41,14 +47,17 @@
 
 mod blobs;
 mod cache;
+mod check;
 mod error;
 mod fsutil;
-mod gc;
+pub mod gc;
 mod images;
 mod lease;
 mod lock;
 mod meta;
 mod snapshots;
+mod treesum;
+mod usage;
 mod variants;
 
 use std::ffi::OsString;
@@ -56,12 +65,14 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::{BlobInfo, BlobWriter};
 pub use cache::CacheEntry;
+pub use check::{CheckOptions, CheckProgress, CheckReport, Issue, IssueKind};
 pub use error::{Result, StoreError};
 pub use fsutil::set_foreign_tree_remover;
 pub use gc::{GcOptions, GcReport, RemoveReport};
 pub use images::ImageRecord;
 pub use lease::Lease;
 pub use lock::FileLock;
+pub use usage::{CachePruneOptions, CachePruneReport, DiskUsage, UsageRow};
 pub use variants::{compressed_layer_media_type, compression_name};
 
 use crate::image::{Digest, Index};

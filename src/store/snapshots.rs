@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{io_err, Result, StoreError};
 use super::lock::FileLock;
-use super::{fsutil, Store};
+use super::{fsutil, treesum, Store};
 use crate::image::Digest;
 
 impl Store {
@@ -60,6 +60,22 @@ impl Store {
             });
         }
 
+        // Recorded before the snapshot appears, so every published snapshot made by this
+        // version has a record `system check` can compare it against. A tree the store cannot
+        // walk (ids of a rootless user's containers) stays unrecorded: check says so.
+        if let Ok(record) = treesum::tree_record(staging.path()) {
+            let path = self.snapshot_record_path(diff_id);
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(io_err("creating directory", dir))?;
+            }
+            fsutil::atomic_write(
+                &tmp_dir,
+                &path,
+                record.as_bytes(),
+                "writing snapshot record",
+            )?;
+        }
+
         let staged = staging.keep();
         let dest = self.snapshot_dir(diff_id);
         if let Err(e) = fs::rename(&staged, &dest) {
@@ -75,6 +91,11 @@ impl Store {
         // The staging dir's mtime may be old after a long fill; gc's grace counts from now.
         fsutil::touch(&dest)?;
         Ok(dest)
+    }
+
+    /// Where the content record of a snapshot lives (see `treesum`).
+    pub(crate) fn snapshot_record_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root().join("snapshot-records").join(diff_id.hex())
     }
 
     pub(crate) fn snapshot_lock_path(&self, diff_id: &Digest) -> PathBuf {

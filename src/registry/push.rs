@@ -88,7 +88,10 @@ pub fn push_with(
         let done = Mutex::new(BTreeSet::new());
         run_parallel(opts.threads, &cold, |diff_id| {
             let desc = stream_layer(&client, store, diff_id, compression, per_layer, &op)?;
-            reporter.event(Event::Message(&format!("{}: Pushed", desc.digest.short())));
+            reporter.event(Event::Layer {
+                id: desc.digest.short(),
+                status: "Pushed",
+            });
             if let Ok(mut d) = done.lock() {
                 d.insert(desc.digest);
             }
@@ -138,6 +141,16 @@ pub fn push_with(
         &op,
     )?;
     if head.status() == 200 && head.header("Docker-Content-Digest") == Some(digest.as_str()) {
+        for l in manifest
+            .layers
+            .iter()
+            .filter(|l| !streamed.contains(&l.digest))
+        {
+            reporter.event(Event::Layer {
+                id: l.digest.short(),
+                status: "Layer already exists",
+            });
+        }
         let n = manifest.layers.len() + 1;
         return done(streamed.len(), n - streamed.len());
     }
@@ -152,23 +165,22 @@ pub fn push_with(
     run_parallel(opts.threads, &blobs, |desc| {
         if blob_exists(&client, desc, &op)? {
             sources::record(store, &desc.digest, &client.registry, &client.repository);
-            reporter.event(Event::Message(&format!(
-                "{}: Layer already exists",
-                desc.digest.short()
-            )));
+            reporter.event(Event::Layer {
+                id: desc.digest.short(),
+                status: "Layer already exists",
+            });
             return Ok(());
         }
         let mounted = mount_or_upload(&client, store, desc, &op)?;
         uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reporter.event(Event::Message(&format!(
-            "{}: {}",
-            desc.digest.short(),
-            if mounted {
-                "Mounted from another repository"
-            } else {
-                "Pushed"
-            }
-        )));
+        let status = match mounted {
+            Some(from) => format!("Mounted from {from}"),
+            None => "Pushed".to_string(),
+        };
+        reporter.event(Event::Layer {
+            id: desc.digest.short(),
+            status: &status,
+        });
         Ok(())
     })?;
     let uploaded = uploaded.into_inner();
@@ -446,7 +458,7 @@ pub(super) fn mount_or_upload(
     store: &Store,
     desc: &Descriptor,
     op: &str,
-) -> Result<bool> {
+) -> Result<Option<String>> {
     let what = format!("{op}: uploading blob {}", desc.digest);
     let mut session = None;
     for from in mount_candidates(store, &desc.digest, &client.registry, &client.repository)
@@ -463,7 +475,7 @@ pub(super) fn mount_or_upload(
         match resp {
             Ok(r) if r.status() == 201 => {
                 sources::record(store, &desc.digest, &client.registry, &client.repository);
-                return Ok(true);
+                return Ok(Some(from.to_string()));
             }
             // The registry could not mount, and opened an upload instead: use it.
             Ok(r) if r.status() == 202 => {
@@ -493,7 +505,7 @@ pub(super) fn mount_or_upload(
     };
     upload_blob(client, store, desc, location, op)?;
     sources::record(store, &desc.digest, &client.registry, &client.repository);
-    Ok(false)
+    Ok(None)
 }
 
 /// Sends the blob's bytes into the upload session at `location`.

@@ -162,13 +162,19 @@ pub fn push_with(
         .filter(|d| !streamed.contains(&d.digest))
         .collect();
     let uploaded = std::sync::atomic::AtomicUsize::new(streamed.len());
+    // Docker shows layers only; the config goes up without a line.
+    let report = |desc: &Descriptor, status: &str| {
+        if desc.digest != manifest.config.digest {
+            reporter.event(Event::Layer {
+                id: desc.digest.short(),
+                status,
+            });
+        }
+    };
     run_parallel(opts.threads, &blobs, |desc| {
         if blob_exists(&client, desc, &op)? {
             sources::record(store, &desc.digest, &client.registry, &client.repository);
-            reporter.event(Event::Layer {
-                id: desc.digest.short(),
-                status: "Layer already exists",
-            });
+            report(desc, "Layer already exists");
             return Ok(());
         }
         let mounted = mount_or_upload(&client, store, desc, &op)?;
@@ -177,10 +183,7 @@ pub fn push_with(
             Some(from) => format!("Mounted from {from}"),
             None => "Pushed".to_string(),
         };
-        reporter.event(Event::Layer {
-            id: desc.digest.short(),
-            status: &status,
-        });
+        report(desc, &status);
         Ok(())
     })?;
     let uploaded = uploaded.into_inner();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use kiln::image::Reference;
 use kiln::layer::Compression;
-use kiln::progress::{NullReporter, PlainReporter, Reporter};
+use kiln::progress::{NullReporter, PlainReporter, Reporter, TtyReporter};
 use kiln::registry::{self, Credentials, RegistryOptions};
 
 #[derive(Debug, Subcommand)]
@@ -97,9 +97,12 @@ fn options(net: &NetArgs) -> Result<RegistryOptions> {
     Ok(opts)
 }
 
+/// Bars per layer on a terminal, docker's plain lines on stdout otherwise (logs, pipes).
 fn reporter(quiet: bool) -> Box<dyn Reporter> {
     if quiet {
         Box::new(NullReporter)
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Box::new(TtyReporter::new())
     } else {
         Box::new(PlainReporter::new(std::io::stdout()))
     }

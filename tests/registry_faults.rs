@@ -134,7 +134,14 @@ fn serve(conn: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>, sent: &Atomi
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut body = Vec::new();
-        if (&mut reader).take(len).read_to_end(&mut body).is_err() {
+        let chunked = headers
+            .get("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        if chunked {
+            if read_chunked(&mut reader, &mut body).is_err() {
+                return;
+            }
+        } else if (&mut reader).take(len).read_to_end(&mut body).is_err() {
             return;
         }
         let req = {
@@ -209,6 +216,22 @@ fn serve(conn: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>, sent: &Atomi
         if !keep {
             return;
         }
+    }
+}
+
+/// A chunked request body (`SIZE\r\nDATA\r\n` ... `0\r\n\r\n`).
+fn read_chunked(reader: &mut impl BufRead, body: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| std::io::Error::other("bad chunk size"))?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk)?;
+        if size == 0 {
+            return Ok(());
+        }
+        body.extend_from_slice(&chunk[..size]);
     }
 }
 
@@ -669,4 +692,68 @@ fn a_bad_timeout_setting_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("KILN_REGISTRY_TIMEOUT \"soon\""), "{err}");
+}
+
+#[test]
+fn an_upload_location_on_another_host_gets_no_credentials() {
+    // The other host takes the upload (PATCH, then the closing PUT) from anyone.
+    let storage = Fake::start(
+        "127.0.0.2",
+        Arc::new(|req: &Req| match req.method.as_str() {
+            "PATCH" => Reply::status(202, &[("Location", "/upload/1")]),
+            "PUT" => Reply::status(201, &[]),
+            _ => Reply::status(405, &[]),
+        }),
+    );
+    let location = format!("http://{}/upload/1", storage.host);
+    let registry = Fake::start(
+        "127.0.0.1",
+        Arc::new(move |req: &Req| {
+            if req.headers.get("authorization").map(String::as_str)
+                != Some("Basic dXNlcjpzM2NyZXQ=")
+            {
+                return Reply::status(401, &[("WWW-Authenticate", "Basic realm=\"fake\"")]);
+            }
+            match req.method.as_str() {
+                "POST" => Reply::status(202, &[("Location", &location)]),
+                "PUT" if req.path.contains("/manifests/") => Reply::status(201, &[]),
+                _ => Reply::status(404, &[]),
+            }
+        }),
+    );
+    let c = Client::new();
+    std::fs::write(
+        c.config.path().join("config.json"),
+        format!(
+            "{{\"auths\":{{\"{}\":{{\"auth\":\"dXNlcjpzM2NyZXQ=\"}}}}}}",
+            registry.host
+        ),
+    )
+    .unwrap();
+    c.kiln.import_busybox("bb");
+    let out = c
+        .cmd()
+        .args(["push", "bb", &format!("{}/faulty/img:v1", registry.host)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at_storage = storage.requests();
+    assert!(
+        at_storage
+            .iter()
+            .any(|r| r.method == "PATCH" || r.method == "PUT"),
+        "{at_storage:?}"
+    );
+    for r in &at_storage {
+        assert!(
+            !r.headers.contains_key("authorization"),
+            "credentials leaked to {}: {r:?}",
+            storage.host
+        );
+    }
+    assert_eq!(registry.count("PUT", "/v2/faulty/img/manifests/v1"), 1);
 }

@@ -147,14 +147,27 @@ impl Client {
         format!("{}/v2/{}/{path}", self.base, self.repository)
     }
 
-    /// An upload `Location`, which may be relative to the registry.
-    pub fn resolve_location(&self, location: &str) -> String {
+    /// An upload `Location`, which may be relative to the URL `answered` that gave it (the
+    /// registry, or the host an earlier `Location` sent the upload to).
+    pub fn resolve_location(&self, answered: &str, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else if location.starts_with('/') {
-            format!("{}{location}", self.base)
+            return location.to_string();
+        }
+        let origin = answered
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|start| {
+                let end = answered
+                    .get(start..)?
+                    .find(['/', '?'])
+                    .map_or(answered.len(), |e| start + e);
+                answered.get(..end)
+            })
+            .unwrap_or(self.base.as_str());
+        if location.starts_with('/') {
+            format!("{origin}{location}")
         } else {
-            format!("{}/{location}", self.base)
+            format!("{origin}/{location}")
         }
     }
 
@@ -553,10 +566,22 @@ mod tests {
         let c = Client::with_credentials("127.0.0.1:5000", "a/b", false, None, &opts);
         assert_eq!(c.url("tags/list"), "http://127.0.0.1:5000/v2/a/b/tags/list");
         assert_eq!(
-            c.resolve_location("/v2/a/b/blobs/uploads/x?y=1"),
+            c.resolve_location(&c.url("blobs/uploads/"), "/v2/a/b/blobs/uploads/x?y=1"),
             "http://127.0.0.1:5000/v2/a/b/blobs/uploads/x?y=1"
         );
-        assert_eq!(c.resolve_location("https://s3/x"), "https://s3/x");
+        assert_eq!(
+            c.resolve_location("http://127.0.0.2:81/up/1?x", "/up/2"),
+            "http://127.0.0.2:81/up/2"
+        );
+        assert_eq!(
+            c.resolve_location("http://127.0.0.2:81", "up/2"),
+            "http://127.0.0.2:81/up/2"
+        );
+        assert_eq!(
+            c.resolve_location("", "/v2/x"),
+            "http://127.0.0.1:5000/v2/x"
+        );
+        assert_eq!(c.resolve_location("x", "https://s3/x"), "https://s3/x");
         assert!(c.same_origin("http://127.0.0.1:5000/v2/a/b/blobs/uploads/x"));
         assert!(!c.same_origin("http://127.0.0.1:50001/v2/"));
         assert!(!c.same_origin("http://127.0.0.1:5000.evil/v2/"));

@@ -591,7 +591,7 @@ fn upload_blob(
 
 fn location_of(client: &Client, resp: &ureq::Response) -> Result<String> {
     resp.header("Location")
-        .map(|l| client.resolve_location(l))
+        .map(|l| client.resolve_location(resp.get_url(), l))
         .ok_or_else(|| RegistryError::Invalid {
             host: client.registry.clone(),
             message: "an upload answer without Location".to_string(),

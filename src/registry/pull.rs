@@ -176,6 +176,11 @@ pub fn pull(
             id: desc.digest.short(),
             status: "Pulling fs layer",
         });
+        reporter.event(Event::LayerBytes {
+            id: desc.digest.short(),
+            done: 0,
+            total: Some(desc.size),
+        });
     }
     run_parallel(opts.threads, &jobs, |(desc, diff_id)| {
         download_layer(&client, store, desc, diff_id, opts.retries, reporter)?;

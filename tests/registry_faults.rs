@@ -263,6 +263,12 @@ fn image() -> Image {
     h.set_mtime(1_700_000_000);
     b.append_data(&mut h, "hello.txt", &data[..]).unwrap();
     let layer = b.into_inner().unwrap();
+    let diff_id = sha256(&layer);
+    image_of(layer, "application/vnd.oci.image.layer.v1.tar", diff_id)
+}
+
+/// An image of one layer blob of type `media_type` whose config claims `diff_id`.
+fn image_of(layer: Vec<u8>, media_type: &str, diff_id: String) -> Image {
     let layer_digest = sha256(&layer);
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
@@ -273,7 +279,7 @@ fn image() -> Image {
         "architecture": arch,
         "os": "linux",
         "config": {"Cmd": ["/hello.txt"]},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created_by": "fake"}],
     }))
     .unwrap();
@@ -287,7 +293,7 @@ fn image() -> Image {
             "size": config.len(),
         },
         "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "mediaType": media_type,
             "digest": layer_digest,
             "size": layer.len(),
         }],
@@ -659,6 +665,7 @@ fn a_registry_that_stalls_times_out() {
     let err = c.pull_fails(&f.host);
     assert!(err.contains(&f.host), "{err}");
     assert!(err.contains("timed out"), "{err}");
+    assert!(err.contains("KILN_REGISTRY_TIMEOUT"), "{err}");
     assert_eq!(f.count("GET", &format!("{REPO}/manifests/v1")), 5);
     c.assert_nothing_stored();
 }
@@ -756,4 +763,49 @@ fn an_upload_location_on_another_host_gets_no_credentials() {
         );
     }
     assert_eq!(registry.count("PUT", "/v2/faulty/img/manifests/v1"), 1);
+}
+
+#[test]
+fn a_manifest_not_matching_the_pulled_digest_is_refused() {
+    let img = image();
+    let wanted = sha256(&img.manifest);
+    // Asked by digest, the registry answers other bytes (a valid manifest, but not that one).
+    let f = fake(&img, |img, req| {
+        req.path.contains("/manifests/sha256:").then(|| {
+            let mut other = img.manifest.clone();
+            other.extend_from_slice(b"\n");
+            Reply::ok("application/vnd.oci.image.manifest.v1+json", other)
+        })
+    });
+    let c = Client::new();
+    let out = c
+        .cmd()
+        .args(["pull", &format!("{}/faulty/img@{wanted}", f.host)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("digest mismatch for manifest"), "{err}");
+    assert!(err.contains(&wanted), "{err}");
+    c.assert_nothing_stored();
+}
+
+#[test]
+fn a_compressed_layer_whose_content_is_not_the_config_s_diff_id_is_refused() {
+    // The gzip blob matches its own digest, but unpacks to other bytes than the config says.
+    let plain = image();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&plain.layer).unwrap();
+    let wrong_diff_id = sha256(b"some other layer");
+    let img = image_of(
+        gz.finish().unwrap(),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        wrong_diff_id.clone(),
+    );
+    let f = fake(&img, |_, _| None);
+    let c = Client::new();
+    let err = c.pull_fails(&f.host);
+    assert!(err.contains("diff_id"), "{err}");
+    assert!(err.contains(&wrong_diff_id), "{err}");
+    c.assert_nothing_stored();
 }

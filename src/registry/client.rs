@@ -54,6 +54,7 @@ pub(crate) struct Client {
     authorization: Mutex<Option<String>>,
     retries: u32,
     retry_after_cap: Duration,
+    timeout: Duration,
 }
 
 /// Whether plain http is used: loopback hosts (as docker allows) and the registries the user
@@ -132,6 +133,7 @@ impl Client {
             authorization: Mutex::new(None),
             retries: opts.retries,
             retry_after_cap: opts.timeout.min(MAX_RETRY_AFTER),
+            timeout: opts.timeout,
         }
     }
 
@@ -398,11 +400,19 @@ impl Client {
             if attempt >= self.retries {
                 return match outcome {
                     Ok(resp) => Ok(resp),
-                    Err(message) => Err(RegistryError::Unreachable {
-                        host: self.base.clone(),
-                        attempts: attempt + 1,
-                        message,
-                    }),
+                    Err(mut message) => {
+                        if message.contains("timed out") {
+                            message.push_str(&format!(
+                                " (after {:.1} s of silence; KILN_REGISTRY_TIMEOUT sets how long)",
+                                self.timeout.as_secs_f64()
+                            ));
+                        }
+                        Err(RegistryError::Unreachable {
+                            host: self.base.clone(),
+                            attempts: attempt + 1,
+                            message,
+                        })
+                    }
                 };
             }
             let backoff = Duration::from_millis(100u64 << attempt.min(5));

@@ -763,6 +763,28 @@ fn cache_mode_max_exports_the_steps_of_every_stage() {
     );
     assert_eq!(id3, id1);
     assert_eq!(cached_steps(&err3), 4, "{err3}");
+
+    // Every step hits. What comes down is the key map and the layers of both stages: the
+    // builder's two are not in the final image, but the build lists the files of a
+    // `COPY --from` stage before looking its key up (src/build/exec.rs prepare_copy), which
+    // needs that stage's layers. Once the listing waits for a miss, this becomes
+    // `layer_count(&k4, &id4) + 1`.
+    let k4 = Kiln::new();
+    let before = reg.requests().len();
+    let (id4, err4) = build(
+        &k4,
+        &["--cache-from", &format!("type=registry,ref={max}")],
+        ctx2.path(),
+    );
+    assert_eq!(id4, id1);
+    assert_eq!(cached_steps(&err4), 4, "{err4}");
+    let new = reg.requests().split_off(before);
+    let blob_gets = new
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
+        .count();
+    assert_eq!(layer_count(&k4, &id4), 2);
+    assert_eq!(blob_gets, 2 + 2 + 1, "{new:?}");
 }
 
 #[test]
@@ -917,9 +939,22 @@ fn pushing_to_another_repository_mounts_the_blobs() {
     let b = format!("{}/team/b:1", reg.host());
     let k1 = Kiln::new();
     k1.import_busybox(&a);
-    k1.ok(&["push", &a]);
+    let first = k1.ok(&["push", &a]);
+    let layer_lines = |out: &str, status: &str| {
+        out.lines()
+            .filter(|l| {
+                l.split_once(": ").is_some_and(|(id, st)| {
+                    id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && st == status
+                })
+            })
+            .count()
+    };
+    assert_eq!(layer_lines(&first, "Pushed"), 1, "{first}");
+    let again = k1.ok(&["push", &a]);
+    assert_eq!(layer_lines(&again, "Layer already exists"), 1, "{again}");
     let before = reg.requests().len();
     let out = k1.ok(&["push", &a, &b]);
+    assert_eq!(layer_lines(&out, "Mounted from team/a"), 1, "{out}");
     let new = reg.requests().split_off(before);
     let sent: Vec<&String> = new
         .iter()

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use kiln::image::Reference;
 use kiln::layer::Compression;
-use kiln::progress::{NullReporter, PlainReporter, Reporter};
+use kiln::progress::{NullReporter, PlainReporter, Reporter, TtyReporter};
 use kiln::registry::{self, Credentials, RegistryOptions};
 
 #[derive(Debug, Subcommand)]
@@ -89,15 +89,20 @@ pub struct LogoutArgs {
     pub server: Option<String>,
 }
 
-fn options(net: &NetArgs) -> RegistryOptions {
+fn options(net: &NetArgs) -> Result<RegistryOptions> {
+    // from_env falls back silently on a bad value; the commands say it instead.
+    registry::timeout_from_env()?;
     let mut opts = RegistryOptions::from_env();
     opts.insecure.extend(net.insecure.iter().cloned());
-    opts
+    Ok(opts)
 }
 
+/// Bars per layer on a terminal, docker's plain lines on stdout otherwise (logs, pipes).
 fn reporter(quiet: bool) -> Box<dyn Reporter> {
     if quiet {
         Box::new(NullReporter)
+    } else if std::io::stderr().is_terminal() && std::io::stdout().is_terminal() {
+        Box::new(TtyReporter::new())
     } else {
         Box::new(PlainReporter::new(std::io::stdout()))
     }
@@ -117,7 +122,7 @@ pub fn run(root: Option<PathBuf>, cmd: RegistryCommand) -> Result<()> {
                 &store,
                 &reference,
                 platform.as_ref(),
-                &options(&args.net),
+                &options(&args.net)?,
                 reporter(args.quiet).as_ref(),
             )?;
             println!("{}", pulled.reference);
@@ -134,7 +139,7 @@ pub fn run(root: Option<PathBuf>, cmd: RegistryCommand) -> Result<()> {
                 &args.source,
                 dest.as_ref(),
                 compression,
-                &options(&args.net),
+                &options(&args.net)?,
                 reporter(args.quiet).as_ref(),
             )?;
             if args.quiet {
@@ -169,7 +174,7 @@ fn login(args: LoginArgs) -> Result<()> {
     } else {
         bail!("give the password with --password-stdin (or -p)");
     };
-    let opts = options(&args.net);
+    let opts = options(&args.net)?;
     let creds = Credentials { username, password };
     let host = registry::login(args.server.as_deref(), &creds, &opts)?;
     match registry::credential_helper(&opts.docker_config, &host)? {

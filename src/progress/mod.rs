@@ -52,6 +52,19 @@ pub enum Event<'a> {
         step: &'a StepLabel,
         elapsed: Duration,
     },
+    /// A registry transfer's layer changed state, worded as docker words it (`Pulling fs
+    /// layer`, `Download complete`, `Pull complete`, `Pushed`, `Layer already exists`,
+    /// `Mounted from REPO`). `id` is the layer's short digest.
+    Layer {
+        id: &'a str,
+        status: &'a str,
+    },
+    /// Bytes of a layer moved so far (download or upload); plain logs skip these.
+    LayerBytes {
+        id: &'a str,
+        done: u64,
+        total: Option<u64>,
+    },
     /// A free-standing message (warnings, summaries).
     Message(&'a str),
     Warning(&'a str),
@@ -97,7 +110,8 @@ pub fn plain_line(event: &Event<'_>) -> Option<String> {
         Event::CacheMiss { step, reason } => {
             format!("{step} cache miss: {}: {reason}", step.text)
         }
-        Event::StepBytes { .. } => return None,
+        Event::StepBytes { .. } | Event::LayerBytes { .. } => return None,
+        Event::Layer { id, status } => format!("{id}: {status}"),
         Event::StepOutput { step, line } => format!("{step} {line}"),
         Event::StepDone { step, elapsed } => {
             format!("{step} DONE {:.2}s", elapsed.as_secs_f64())
@@ -125,6 +139,16 @@ impl<W: Write + Send> Reporter for PlainReporter<W> {
 pub struct TtyReporter {
     multi: indicatif::MultiProgress,
     bars: Mutex<std::collections::HashMap<StepLabel, indicatif::ProgressBar>>,
+    /// One bar per layer of a pull or push, keyed by the layer's short digest.
+    layers: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+/// Layer states after which nothing more happens to the layer.
+fn layer_finished(status: &str) -> bool {
+    matches!(
+        status,
+        "Pull complete" | "Already exists" | "Pushed" | "Layer already exists"
+    ) || status.starts_with("Mounted from")
 }
 
 impl Default for TtyReporter {
@@ -140,7 +164,30 @@ impl TtyReporter {
                 indicatif::ProgressDrawTarget::stderr(),
             ),
             bars: Mutex::new(std::collections::HashMap::new()),
+            layers: Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The bar of layer `id`, made on first use.
+    fn layer_bar(&self, id: &str) -> indicatif::ProgressBar {
+        let mut layers = match self.layers.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        layers
+            .entry(id.to_string())
+            .or_insert_with(|| {
+                let bar = self.multi.add(indicatif::ProgressBar::new(0));
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix}: {msg:22} {wide_bar} {bytes}/{total_bytes}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_prefix(id.to_string());
+                bar
+            })
+            .clone()
     }
 
     fn bars(
@@ -192,6 +239,26 @@ impl Reporter for TtyReporter {
                     elapsed.as_secs_f64()
                 ));
             }
+            Event::Layer { id, status } => {
+                let bar = self.layer_bar(id);
+                if layer_finished(status) {
+                    // The bar stays as the layer's final line, as docker leaves it.
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{prefix}: {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar.finish_with_message(status.to_string());
+                } else {
+                    bar.set_message(status.to_string());
+                }
+            }
+            Event::LayerBytes { id, done, total } => {
+                let bar = self.layer_bar(id);
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.set_position(done);
+            }
             other => {
                 if let Some(line) = plain_line(&other) {
                     let _ = self.multi.println(line);
@@ -225,5 +292,30 @@ mod tests {
             "[stage-1 3/7] CACHED COPY requirements.txt /app/\n\
              [stage-1 3/7] cache miss: COPY requirements.txt /app/: requirements.txt changed\n"
         );
+    }
+
+    #[test]
+    fn layer_states_are_lines_and_byte_counts_are_not() {
+        let r = PlainReporter::new(Vec::new());
+        r.event(Event::Layer {
+            id: "0123456789ab",
+            status: "Pulling fs layer",
+        });
+        r.event(Event::LayerBytes {
+            id: "0123456789ab",
+            done: 10,
+            total: Some(20),
+        });
+        r.event(Event::Layer {
+            id: "0123456789ab",
+            status: "Pull complete",
+        });
+        let out = String::from_utf8(r.into_inner()).unwrap();
+        assert_eq!(
+            out,
+            "0123456789ab: Pulling fs layer\n0123456789ab: Pull complete\n"
+        );
+        assert!(layer_finished("Mounted from library/busybox"));
+        assert!(!layer_finished("Download complete"));
     }
 }

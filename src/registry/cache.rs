@@ -129,7 +129,14 @@ impl RegistryCache {
         let layer = match (&remote.layer, &remote.diff_id) {
             (Some(desc), Some(diff_id)) => {
                 if !store.has_blob(diff_id) {
-                    download_layer(&self.client, store, desc, diff_id, self.retries)?;
+                    download_layer(
+                        &self.client,
+                        store,
+                        desc,
+                        diff_id,
+                        self.retries,
+                        &crate::progress::NullReporter,
+                    )?;
                 }
                 let size = store.blob_size(diff_id)?;
                 Some(Descriptor::new(media::OCI_LAYER_TAR, diff_id.clone(), size))

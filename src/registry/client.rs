@@ -11,8 +11,16 @@ use super::auth::{self, Challenge, Credentials};
 use super::error::{io_err, RegistryError, Result};
 use super::RegistryOptions;
 
-/// The largest manifest, index or token answer kiln reads (registries cap manifests at 4 MiB).
+/// The largest config or token answer kiln reads.
 pub(crate) const MAX_JSON: u64 = 8 << 20;
+
+/// The largest manifest or index kiln reads: the distribution server refuses to store bigger
+/// ones, so a bigger answer is a broken or hostile registry, not an image.
+pub(crate) const MAX_MANIFEST: u64 = 4 << 20;
+
+/// The longest `Retry-After` obeyed (the configured timeout caps it further): a server asking
+/// for an hour is treated as failing now rather than hanging a CI job.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// What a request sends. Bodies are re-readable so a retried request sends them again.
 pub(crate) enum Body<'a> {
@@ -45,6 +53,8 @@ pub(crate) struct Client {
     /// The `Authorization` value that last worked (or was last issued).
     authorization: Mutex<Option<String>>,
     retries: u32,
+    retry_after_cap: Duration,
+    timeout: Duration,
 }
 
 /// Whether plain http is used: loopback hosts (as docker allows) and the registries the user
@@ -103,10 +113,13 @@ impl Client {
             "https"
         };
         let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(15))
-            .timeout_read(Duration::from_secs(300))
-            .timeout_write(Duration::from_secs(300))
+            .timeout_connect(opts.timeout.min(Duration::from_secs(15)))
+            .timeout_read(opts.timeout)
+            .timeout_write(opts.timeout)
             .max_idle_connections_per_host(32)
+            // Registries redirect blob GETs to storage (S3, a CDN) on other hosts: those get
+            // no credentials, which belong to the registry alone.
+            .redirect_auth_headers(ureq::RedirectAuthHeaders::SameHost)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build();
         Client {
@@ -119,7 +132,16 @@ impl Client {
             creds_source: opts.docker_config.display().to_string(),
             authorization: Mutex::new(None),
             retries: opts.retries,
+            retry_after_cap: opts.timeout.min(MAX_RETRY_AFTER),
+            timeout: opts.timeout,
         }
+    }
+
+    /// Whether `url` is on the registry's own origin (scheme, host and port): only there are
+    /// its credentials and tokens sent.
+    fn same_origin(&self, url: &str) -> bool {
+        url.strip_prefix(self.base.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
     }
 
     /// `base/v2/<repository>/<path>`.
@@ -127,14 +149,27 @@ impl Client {
         format!("{}/v2/{}/{path}", self.base, self.repository)
     }
 
-    /// An upload `Location`, which may be relative to the registry.
-    pub fn resolve_location(&self, location: &str) -> String {
+    /// An upload `Location`, which may be relative to the URL `answered` that gave it (the
+    /// registry, or the host an earlier `Location` sent the upload to).
+    pub fn resolve_location(&self, answered: &str, location: &str) -> String {
         if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_string()
-        } else if location.starts_with('/') {
-            format!("{}{location}", self.base)
+            return location.to_string();
+        }
+        let origin = answered
+            .find("://")
+            .map(|i| i + 3)
+            .and_then(|start| {
+                let end = answered
+                    .get(start..)?
+                    .find(['/', '?'])
+                    .map_or(answered.len(), |e| start + e);
+                answered.get(..end)
+            })
+            .unwrap_or(self.base.as_str());
+        if location.starts_with('/') {
+            format!("{origin}{location}")
         } else {
-            format!("{}/{location}", self.base)
+            format!("{origin}/{location}")
         }
     }
 
@@ -173,12 +208,16 @@ impl Client {
         operation: &str,
     ) -> Result<ureq::Response> {
         let mut challenged = false;
+        let own = self.same_origin(url);
         loop {
-            let authz = self
-                .authorization
-                .lock()
-                .map(|a| a.clone())
-                .unwrap_or_default();
+            let authz = if own {
+                self.authorization
+                    .lock()
+                    .map(|a| a.clone())
+                    .unwrap_or_default()
+            } else {
+                None
+            };
             let mut all: Vec<(&str, &str)> = headers.to_vec();
             if let Some(a) = authz.as_deref() {
                 all.push(("Authorization", a));
@@ -188,7 +227,8 @@ impl Client {
             if status != 401 && status != 403 {
                 return Ok(resp);
             }
-            if challenged || status == 403 {
+            // Another host (an upload Location elsewhere) asking for credentials gets none.
+            if challenged || status == 403 || !own {
                 return Err(self.unauthorized(operation, status));
             }
             challenged = true;
@@ -351,7 +391,7 @@ impl Client {
                     let after = resp
                         .header("Retry-After")
                         .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(|s| Duration::from_secs(s.min(10)));
+                        .map(|s| Duration::from_secs(s).min(self.retry_after_cap));
                     (after, Ok(resp))
                 }
                 Ok(resp) => return Ok(resp),
@@ -360,11 +400,19 @@ impl Client {
             if attempt >= self.retries {
                 return match outcome {
                     Ok(resp) => Ok(resp),
-                    Err(message) => Err(RegistryError::Unreachable {
-                        host: self.base.clone(),
-                        attempts: attempt + 1,
-                        message,
-                    }),
+                    Err(mut message) => {
+                        if message.contains("timed out") {
+                            message.push_str(&format!(
+                                " (after {:.1} s of silence; KILN_REGISTRY_TIMEOUT sets how long)",
+                                self.timeout.as_secs_f64()
+                            ));
+                        }
+                        Err(RegistryError::Unreachable {
+                            host: self.base.clone(),
+                            attempts: attempt + 1,
+                            message,
+                        })
+                    }
                 };
             }
             let backoff = Duration::from_millis(100u64 << attempt.min(5));
@@ -523,14 +571,32 @@ mod tests {
             docker_config: PathBuf::from("/nonexistent/config.json"),
             retries: 0,
             threads: 1,
+            timeout: crate::registry::DEFAULT_TIMEOUT,
         };
         let c = Client::with_credentials("127.0.0.1:5000", "a/b", false, None, &opts);
         assert_eq!(c.url("tags/list"), "http://127.0.0.1:5000/v2/a/b/tags/list");
         assert_eq!(
-            c.resolve_location("/v2/a/b/blobs/uploads/x?y=1"),
+            c.resolve_location(&c.url("blobs/uploads/"), "/v2/a/b/blobs/uploads/x?y=1"),
             "http://127.0.0.1:5000/v2/a/b/blobs/uploads/x?y=1"
         );
-        assert_eq!(c.resolve_location("https://s3/x"), "https://s3/x");
+        assert_eq!(
+            c.resolve_location("http://127.0.0.2:81/up/1?x", "/up/2"),
+            "http://127.0.0.2:81/up/2"
+        );
+        assert_eq!(
+            c.resolve_location("http://127.0.0.2:81", "up/2"),
+            "http://127.0.0.2:81/up/2"
+        );
+        assert_eq!(
+            c.resolve_location("", "/v2/x"),
+            "http://127.0.0.1:5000/v2/x"
+        );
+        assert_eq!(c.resolve_location("x", "https://s3/x"), "https://s3/x");
+        assert!(c.same_origin("http://127.0.0.1:5000/v2/a/b/blobs/uploads/x"));
+        assert!(!c.same_origin("http://127.0.0.1:50001/v2/"));
+        assert!(!c.same_origin("http://127.0.0.1:5000.evil/v2/"));
+        assert!(!c.same_origin("https://127.0.0.1:5000/v2/"));
+        assert!(!c.same_origin("http://localhost:5000/v2/"));
         let hub = Client::with_credentials("docker.io", "library/busybox", false, None, &opts);
         assert_eq!(hub.base, "https://registry-1.docker.io");
         assert_eq!(
@@ -572,6 +638,7 @@ mod tests {
             docker_config: PathBuf::from("/nonexistent/config.json"),
             retries: 2,
             threads: 1,
+            timeout: crate::registry::DEFAULT_TIMEOUT,
         };
         let reg = format!("127.0.0.1:{port}");
         let c = Client::with_credentials(&reg, "a", false, None, &opts);

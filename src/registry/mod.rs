@@ -18,6 +18,7 @@ mod push;
 mod sources;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::image::Platform;
 
@@ -42,11 +43,37 @@ pub struct RegistryOptions {
     pub retries: u32,
     /// Blobs transferred at once.
     pub threads: usize,
+    /// How long a connection may stay silent (connecting, or between reads and writes)
+    /// before the attempt counts as failed; it also caps how long a `Retry-After` is obeyed.
+    pub timeout: Duration,
+}
+
+/// The silence after which a transfer is given up (and retried) when none is configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `$KILN_REGISTRY_TIMEOUT`: seconds (fractions allowed) a registry may stay silent.
+/// `Ok(None)` when unset; an error names the bad value.
+pub fn timeout_from_env() -> Result<Option<Duration>> {
+    let Ok(v) = std::env::var("KILN_REGISTRY_TIMEOUT") else {
+        return Ok(None);
+    };
+    parse_timeout(&v).map(Some)
+}
+
+fn parse_timeout(v: &str) -> Result<Duration> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(RegistryError::Usage(format!(
+            "invalid KILN_REGISTRY_TIMEOUT {v:?}: expected seconds, more than 0 and at most 86400"
+        ))),
+    }
 }
 
 impl RegistryOptions {
     /// Defaults from the environment: `$KILN_INSECURE_REGISTRIES` (comma- or space-separated),
-    /// `$DOCKER_CONFIG`, 4 retries, 4 transfers at once.
+    /// `$DOCKER_CONFIG`, 4 retries, 4 transfers at once, `$KILN_REGISTRY_TIMEOUT` (an
+    /// unusable value falls back to [`DEFAULT_TIMEOUT`]; the CLI rejects it through
+    /// [`timeout_from_env`] first).
     pub fn from_env() -> Self {
         let insecure = std::env::var("KILN_INSECURE_REGISTRIES")
             .unwrap_or_default()
@@ -59,6 +86,7 @@ impl RegistryOptions {
             docker_config: default_config_path(),
             retries: 4,
             threads: 4,
+            timeout: timeout_from_env().ok().flatten().unwrap_or(DEFAULT_TIMEOUT),
         }
     }
 }
@@ -125,5 +153,15 @@ mod tests {
             assert!(parse_platform(bad).is_err(), "{bad}");
         }
         assert_eq!(host_platform().os, "linux");
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_timeout(" 0.5 ").unwrap(), Duration::from_millis(500));
+        for bad in ["", "0", "-1", "abc", "inf", "NaN", "1e9"] {
+            let e = parse_timeout(bad).unwrap_err().to_string();
+            assert!(e.contains("KILN_REGISTRY_TIMEOUT"), "{e}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use super::client::{read_limited, Body, Client, MAX_JSON};
+use super::client::{read_limited, Body, Client, MAX_JSON, MAX_MANIFEST};
 use super::error::{RegistryError, Result};
 use super::{host_platform, RegistryOptions};
 use crate::image::{
@@ -162,21 +162,32 @@ pub fn pull(
         if store.has_blob(diff_id) {
             present += 1;
             super::sources::record(store, &desc.digest, &client.registry, &client.repository);
-            reporter.event(Event::Message(&format!(
-                "{}: Already exists",
-                desc.digest.short()
-            )));
+            reporter.event(Event::Layer {
+                id: desc.digest.short(),
+                status: "Already exists",
+            });
         } else if !jobs.iter().any(|(_, d)| d == diff_id) {
             jobs.push((desc, diff_id));
         }
     }
     let downloaded = jobs.len();
+    for (desc, _) in &jobs {
+        reporter.event(Event::Layer {
+            id: desc.digest.short(),
+            status: "Pulling fs layer",
+        });
+        reporter.event(Event::LayerBytes {
+            id: desc.digest.short(),
+            done: 0,
+            total: Some(desc.size),
+        });
+    }
     run_parallel(opts.threads, &jobs, |(desc, diff_id)| {
-        download_layer(&client, store, desc, diff_id, opts.retries)?;
-        reporter.event(Event::Message(&format!(
-            "{}: Pull complete",
-            desc.digest.short()
-        )));
+        download_layer(&client, store, desc, diff_id, opts.retries, reporter)?;
+        reporter.event(Event::Layer {
+            id: desc.digest.short(),
+            status: "Pull complete",
+        });
         Ok(())
     })?;
 
@@ -293,7 +304,20 @@ pub(super) fn fetch_manifest(
         .header("Content-Type")
         .map(|t| t.split(';').next().unwrap_or_default().trim().to_string())
         .unwrap_or_default();
-    let bytes = read_limited(resp, MAX_JSON).map_err(|message| RegistryError::Invalid {
+    // An announced size over the limit is refused before a byte of the body is read.
+    if let Some(len) = resp
+        .header("Content-Length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|len| *len > MAX_MANIFEST)
+    {
+        return Err(RegistryError::Invalid {
+            host: client.registry.clone(),
+            message: format!(
+                "manifest of {shown} is {len} bytes, more than the {MAX_MANIFEST} bytes kiln accepts"
+            ),
+        });
+    }
+    let bytes = read_limited(resp, MAX_MANIFEST).map_err(|message| RegistryError::Invalid {
         host: client.registry.clone(),
         message: format!("manifest of {shown}: {message}"),
     })?;
@@ -409,13 +433,41 @@ pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -
     Ok(bytes)
 }
 
-/// Hashes what it reads, and copies it into a pending blob when there is one.
+/// Hashes what it reads, copies it into a pending blob when there is one, and reports the
+/// bytes read.
 struct TeeReader<'a, R> {
     inner: R,
     copy: Option<&'a mut BlobWriter>,
     hasher: Sha256Hasher,
     /// Whether reading the network failed (worth a retry), as opposed to decompressing.
     read_failed: bool,
+    progress: LayerProgress<'a>,
+}
+
+/// Byte counts of one layer's transfer, reported every [`LayerProgress::STEP`] bytes so a
+/// fast link does not turn into a flood of events.
+pub(super) struct LayerProgress<'a> {
+    pub reporter: &'a dyn Reporter,
+    pub id: &'a str,
+    pub total: Option<u64>,
+    pub done: u64,
+    pub reported: u64,
+}
+
+impl LayerProgress<'_> {
+    const STEP: u64 = 512 << 10;
+
+    pub fn add(&mut self, n: u64) {
+        self.done += n;
+        if self.done - self.reported >= Self::STEP || Some(self.done) == self.total {
+            self.reported = self.done;
+            self.reporter.event(Event::LayerBytes {
+                id: self.id,
+                done: self.done,
+                total: self.total,
+            });
+        }
+    }
 }
 
 impl<R: Read> Read for TeeReader<'_, R> {
@@ -429,6 +481,7 @@ impl<R: Read> Read for TeeReader<'_, R> {
         if let Some(w) = self.copy.as_mut() {
             io::Write::write_all(w, got)?;
         }
+        self.progress.add(n as u64);
         Ok(n)
     }
 }
@@ -440,10 +493,11 @@ pub(super) fn download_layer(
     desc: &Descriptor,
     diff_id: &Digest,
     retries: u32,
+    reporter: &dyn Reporter,
 ) -> Result<()> {
     let mut attempt = 0;
     loop {
-        match download_layer_once(client, store, desc, diff_id) {
+        match download_layer_once(client, store, desc, diff_id, reporter) {
             Err(RegistryError::Io {
                 op: "downloading", ..
             }) if attempt < retries => {
@@ -460,6 +514,7 @@ fn download_layer_once(
     store: &Store,
     desc: &Descriptor,
     diff_id: &Digest,
+    reporter: &dyn Reporter,
 ) -> Result<()> {
     let resp = get_blob(client, desc, "layer")?;
     let io_failure = |source: io::Error| RegistryError::Io {
@@ -482,6 +537,13 @@ fn download_layer_once(
         copy: compressed.as_mut(),
         hasher: Sha256Hasher::new(),
         read_failed: false,
+        progress: LayerProgress {
+            reporter,
+            id: desc.digest.short(),
+            total: Some(desc.size),
+            done: 0,
+            reported: 0,
+        },
     };
     let decoded = decompressing_reader(&mut tee).and_then(|(kind, mut plain)| {
         io::copy(&mut plain, &mut uncompressed)?;
@@ -520,6 +582,10 @@ fn download_layer_once(
             actual,
         });
     }
+    reporter.event(Event::Layer {
+        id: desc.digest.short(),
+        status: "Download complete",
+    });
     match uncompressed.commit(Some(diff_id)) {
         Ok(_) => {}
         Err(StoreError::DigestMismatch { actual, .. }) => {

@@ -13,7 +13,7 @@ use super::pull::run_parallel;
 use super::sources::{self, mount_candidates};
 use super::RegistryOptions;
 use crate::image::{media, Descriptor, Digest, Manifest, Reference};
-use crate::layer::{compress_file, Compression};
+use crate::layer::{compress, Compression};
 use crate::progress::{Event, Reporter};
 use crate::store::{compressed_layer_media_type, compression_name, BlobWriter, Store};
 
@@ -88,7 +88,10 @@ pub fn push_with(
         let done = Mutex::new(BTreeSet::new());
         run_parallel(opts.threads, &cold, |diff_id| {
             let desc = stream_layer(&client, store, diff_id, compression, per_layer, &op)?;
-            reporter.event(Event::Message(&format!("{}: Pushed", desc.digest.short())));
+            reporter.event(Event::Layer {
+                id: desc.digest.short(),
+                status: "Pushed",
+            });
             if let Ok(mut d) = done.lock() {
                 d.insert(desc.digest);
             }
@@ -138,6 +141,16 @@ pub fn push_with(
         &op,
     )?;
     if head.status() == 200 && head.header("Docker-Content-Digest") == Some(digest.as_str()) {
+        for l in manifest
+            .layers
+            .iter()
+            .filter(|l| !streamed.contains(&l.digest))
+        {
+            reporter.event(Event::Layer {
+                id: l.digest.short(),
+                status: "Layer already exists",
+            });
+        }
         let n = manifest.layers.len() + 1;
         return done(streamed.len(), n - streamed.len());
     }
@@ -149,26 +162,28 @@ pub fn push_with(
         .filter(|d| !streamed.contains(&d.digest))
         .collect();
     let uploaded = std::sync::atomic::AtomicUsize::new(streamed.len());
+    // Docker shows layers only; the config goes up without a line.
+    let report = |desc: &Descriptor, status: &str| {
+        if desc.digest != manifest.config.digest {
+            reporter.event(Event::Layer {
+                id: desc.digest.short(),
+                status,
+            });
+        }
+    };
     run_parallel(opts.threads, &blobs, |desc| {
         if blob_exists(&client, desc, &op)? {
             sources::record(store, &desc.digest, &client.registry, &client.repository);
-            reporter.event(Event::Message(&format!(
-                "{}: Layer already exists",
-                desc.digest.short()
-            )));
+            report(desc, "Layer already exists");
             return Ok(());
         }
         let mounted = mount_or_upload(&client, store, desc, &op)?;
         uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reporter.event(Event::Message(&format!(
-            "{}: {}",
-            desc.digest.short(),
-            if mounted {
-                "Mounted from another repository"
-            } else {
-                "Pushed"
-            }
-        )));
+        let status = match mounted {
+            Some(from) => format!("Mounted from {from}"),
+            None => "Pushed".to_string(),
+        };
+        report(desc, &status);
         Ok(())
     })?;
     let uploaded = uploaded.into_inner();
@@ -260,7 +275,13 @@ fn stream_layer(
             tx,
             piece: Vec::with_capacity(STREAM_PIECE),
         };
-        let compressed = compress_file(&store.blob_path(diff_id), compression, threads, tee)
+        let path = store.blob_path(diff_id);
+        // A big read buffer: the compressor otherwise reads the layer 8 KiB at a time, one
+        // system call each (a second of system time per GiB here).
+        let input = std::fs::File::open(&path)
+            .map(|f| std::io::BufReader::with_capacity(STREAM_PIECE, f))
+            .map_err(io_err("opening", &path))?;
+        let compressed = compress(input, compression, threads, tee)
             .map_err(RegistryError::from)
             .and_then(|(tee, digested)| Ok((tee.finish()?, digested)));
         // The upload ends when the sender is gone (dropped with the tee, success or not).
@@ -446,7 +467,7 @@ pub(super) fn mount_or_upload(
     store: &Store,
     desc: &Descriptor,
     op: &str,
-) -> Result<bool> {
+) -> Result<Option<String>> {
     let what = format!("{op}: uploading blob {}", desc.digest);
     let mut session = None;
     for from in mount_candidates(store, &desc.digest, &client.registry, &client.repository)
@@ -463,7 +484,7 @@ pub(super) fn mount_or_upload(
         match resp {
             Ok(r) if r.status() == 201 => {
                 sources::record(store, &desc.digest, &client.registry, &client.repository);
-                return Ok(true);
+                return Ok(Some(from.to_string()));
             }
             // The registry could not mount, and opened an upload instead: use it.
             Ok(r) if r.status() == 202 => {
@@ -493,7 +514,7 @@ pub(super) fn mount_or_upload(
     };
     upload_blob(client, store, desc, location, op)?;
     sources::record(store, &desc.digest, &client.registry, &client.repository);
-    Ok(false)
+    Ok(None)
 }
 
 /// Sends the blob's bytes into the upload session at `location`.
@@ -570,7 +591,7 @@ fn upload_blob(
 
 fn location_of(client: &Client, resp: &ureq::Response) -> Result<String> {
     resp.header("Location")
-        .map(|l| client.resolve_location(l))
+        .map(|l| client.resolve_location(resp.get_url(), l))
         .ok_or_else(|| RegistryError::Invalid {
             host: client.registry.clone(),
             message: "an upload answer without Location".to_string(),

@@ -154,7 +154,10 @@ fn flags_change_capabilities_and_turn_the_filter_and_no_new_privs_off() {
     assert_eq!(field(&out, "Seccomp"), "0");
     assert_eq!(field(&out, "NoNewPrivs"), "0");
     assert!(out.contains("unshared"), "{out}");
-    let (_, out, _) = e.sh(&["--security-opt", "no-new-privileges"], "cat /proc/self/status");
+    let (_, out, _) = e.sh(
+        &["--security-opt", "no-new-privileges"],
+        "cat /proc/self/status",
+    );
     assert_eq!(field(&out, "NoNewPrivs"), "1");
 }
 
@@ -173,7 +176,10 @@ fn a_non_root_user_has_no_effective_capabilities() {
 fn bad_security_flags_are_refused_by_name() {
     let e = Env::new(As::Root);
     for (flags, says) in [
-        (vec!["--cap-add", "NET_ADMN"], "unknown capability: \"NET_ADMN\""),
+        (
+            vec!["--cap-add", "NET_ADMN"],
+            "unknown capability: \"NET_ADMN\"",
+        ),
         (vec!["--security-opt", "seccomp=/p.json"], "seccomp=/p.json"),
         (vec!["--memory", "lots"], "invalid --memory value \"lots\""),
         (vec!["--cpus", "99"], "the range of CPUs is from 0.01 to"),
@@ -238,7 +244,11 @@ fn init_is_a_reaper_of_kilns_own_as_pid_1() {
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-command"));
     let (code, out, _) = e.sh(&[], "echo $$");
-    assert_eq!((code, out.as_str()), (0, "1\n"), "without --init the command is PID 1");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "1\n"),
+        "without --init the command is PID 1"
+    );
 }
 
 /// The container's cgroup dir for `controller` (v1), from its own /proc/self/cgroup line.
@@ -277,7 +287,11 @@ fn limits_are_enforced_through_cgroups_as_root() {
         .unwrap();
     assert!(started > 0 && started < 20, "{out}");
     let group = group_of(&out, "pids");
-    assert!(group.to_string_lossy().contains("/kiln/"), "{}", group.display());
+    assert!(
+        group.to_string_lossy().contains("/kiln/"),
+        "{}",
+        group.display()
+    );
     assert!(!group.exists(), "{} left behind", group.display());
 
     let (code, out, err) = e.sh(
@@ -315,7 +329,10 @@ fn without_user_namespaces(e: &Env, script: &str) -> Output {
     Command::new("unshare")
         .args(["--user", "--map-root-user", "sh", "-c", &full])
         .current_dir(e.path())
-        .env("K", format!("./kiln --root {}", e.path().join("store").display()))
+        .env(
+            "K",
+            format!("./kiln --root {}", e.path().join("store").display()),
+        )
         .output()
         .unwrap()
 }
@@ -345,7 +362,10 @@ fn refused_user_namespaces_are_explained_and_chroot_isolation_works() {
     assert!(err.contains("WARNING: --isolation=chroot"), "{err}");
     assert!(err.contains("isolates less"), "{err}");
     assert!(stdout.contains("pid=1\n0\n"), "{stdout}");
-    assert!(stdout.contains(&format!("CapEff:\t{DOCKER_CAPS}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("CapEff:\t{DOCKER_CAPS}")),
+        "{stdout}"
+    );
     assert!(stdout.contains("Seccomp:\t2"), "{stdout}");
 
     let ctx = e.path().join("ctx");

@@ -1474,10 +1474,10 @@ impl Build<'_> {
                 .collect(),
             mounts: Vec::new(),
             source_date_epoch: self.opts.source_date_epoch,
-            security: runtime::Security::default(),
-            init: false,
-            limits: runtime::Limits::default(),
-            isolation: self.opts.isolation,
+            confine: runtime::Confinement {
+                isolation: self.opts.isolation,
+                ..runtime::Confinement::default()
+            },
         };
         let mut pending: Vec<u8> = Vec::new();
         let emit = |line: &[u8]| {

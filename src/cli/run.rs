@@ -4,7 +4,7 @@
 use clap::{Args, ValueEnum};
 use kiln::runtime::cgroup::{self, Limits};
 use kiln::runtime::container::{self, ContainerOptions};
-use kiln::runtime::{Isolation, Network, Security};
+use kiln::runtime::{Confinement, Isolation, Network, Security};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -157,10 +157,12 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
             NetworkArg::Host => Network::Host,
         },
         hostname: args.hostname,
-        security,
-        init: args.init,
-        limits,
-        isolation,
+        confine: Confinement {
+            security,
+            init: args.init,
+            limits,
+            isolation,
+        },
     };
     // Pull progress and warnings go to stderr: stdout is the container's.
     let reporter = kiln::progress::PlainReporter::new(std::io::stderr());

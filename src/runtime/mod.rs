@@ -25,7 +25,7 @@ use isolation::userns_refused;
 pub use isolation::Isolation;
 pub use mounts::{Mount, MountKind};
 pub use rootfs::ensure_lower;
-pub use security::Security;
+pub use security::{Confinement, Security};
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -98,13 +98,8 @@ pub struct RunSpec {
     pub pipes: Vec<(String, Vec<u8>, u32)>,
     /// Bind and tmpfs mounts, made in this order (parents before what they hold).
     pub mounts: Vec<Mount>,
-    /// Capabilities, no_new_privs and seccomp of the command.
-    pub security: Security,
-    /// PID 1 is kiln's reaper, the command PID 2 (`--init`).
-    pub init: bool,
-    /// cgroup limits (`--memory`, `--cpus`, `--pids-limit`).
-    pub limits: Limits,
-    pub isolation: Isolation,
+    /// Capabilities, seccomp, `--init`, cgroup limits, isolation.
+    pub confine: Confinement,
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
@@ -209,7 +204,7 @@ pub fn run_with_stdio(
     }
     let mut prepared = Prepared::new(spec, hostname)?;
     prepared.stdio = stdio;
-    if !spec.isolation.user_namespace() {
+    if !spec.confine.isolation.user_namespace() {
         isolation::check_chroot_here()?;
     }
     let group_id = format!(
@@ -220,7 +215,11 @@ pub fn run_with_stdio(
             .unwrap_or_default(),
         std::process::id()
     );
-    let cg = cgroup::Cgroup::create(&cgroup::plan(&spec.limits, &group_id, &cgroup::RealHost)?)?;
+    let cg = cgroup::Cgroup::create(&cgroup::plan(
+        &spec.confine.limits,
+        &group_id,
+        &cgroup::RealHost,
+    )?)?;
     let (sync_r, sync_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -265,7 +264,7 @@ pub fn run_with_stdio(
     let mut go = std::fs::File::from(go_w);
     if unshared {
         // The keeper joins the cgroup before it forks the command, so all of it is limited.
-        let ready = if spec.isolation.user_namespace() {
+        let ready = if spec.confine.isolation.user_namespace() {
             install_maps(pid, &spec.ids)
         } else {
             Ok(())
@@ -549,10 +548,12 @@ impl Prepared {
             mounts: spec.mounts.clone(),
             mount_targets: Vec::new(),
             stdio: Stdio::Capture,
-            security: spec.security,
-            seccomp: security::seccomp_program(&security::seccomp_rules(spec.security.caps)),
-            init: spec.init,
-            isolation: spec.isolation,
+            security: spec.confine.security,
+            seccomp: security::seccomp_program(&security::seccomp_rules(
+                spec.confine.security.caps,
+            )),
+            init: spec.confine.init,
+            isolation: spec.confine.isolation,
         })
     }
 }
@@ -1012,10 +1013,7 @@ mod tests {
             source_date_epoch: None,
             pipes: Vec::new(),
             mounts: Vec::new(),
-            security: Security::default(),
-            init: false,
-            limits: Limits::default(),
-            isolation: Isolation::default(),
+            confine: Confinement::default(),
         }
     }
 

@@ -483,6 +483,18 @@ pub(crate) fn apply_caps(caps: CapSet) -> Result<(), String> {
     Ok(())
 }
 
+/// Everything about how a command is confined and limited; the default is docker's
+/// (capabilities, no_new_privs, seccomp), no `--init`, no limits, a user namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Confinement {
+    pub security: Security,
+    /// PID 1 is kiln's reaper and the command PID 2 (`--init`).
+    pub init: bool,
+    /// cgroup limits (`--memory`, `--cpus`, `--pids-limit`).
+    pub limits: super::Limits,
+    pub isolation: super::Isolation,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

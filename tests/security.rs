@@ -9,11 +9,27 @@ use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum As {
     Root,
     Rootless,
+}
+
+/// kiln where the rootless user can run it, copied once: a copy made while another test
+/// thread forks would stay open for writing in that child, and exec'ing it would fail with
+/// ETXTBSY.
+fn kiln_copy() -> &'static Path {
+    static KILN: OnceLock<PathBuf> = OnceLock::new();
+    KILN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("kiln-test-security-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("kiln");
+        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &bin).unwrap();
+        bin
+    })
 }
 
 /// A private directory with kiln, the busybox tarball and a store, reachable by the
@@ -27,7 +43,7 @@ impl Env {
     fn new(who: As) -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
+        std::os::unix::fs::symlink(kiln_copy(), dir.path().join("kiln")).unwrap();
         std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
         let e = Env { dir, who };
         if who == As::Rootless && is_root() {
@@ -139,6 +155,9 @@ fn flags_change_capabilities_and_turn_the_filter_and_no_new_privs_off() {
         "cat /proc/self/status",
     );
     assert_eq!(field(&out, "CapBnd"), "0000000000000020");
+    let (_, out, _) = e.sh(&["--cap-add", "ALL"], "cat /proc/self/status");
+    assert_eq!(field(&out, "CapEff"), field(&out, "CapBnd"));
+    assert!(u64::from_str_radix(field(&out, "CapEff"), 16).unwrap() > 0xffff_ffff);
     let (_, out, _) = e.sh(&["--cap-add", "NET_ADMIN"], "cat /proc/self/status");
     assert_eq!(field(&out, "CapEff"), "00000000a80435fb");
     let (code, out, err) = e.sh(
@@ -386,6 +405,26 @@ fn refused_user_namespaces_are_explained_and_chroot_isolation_works() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("built\n"), "{stdout}");
     assert!(stdout.contains("No such file"), "{stdout}");
+}
+
+#[test]
+fn chroot_isolation_without_cap_sys_admin_is_refused_by_name() {
+    if !is_root() {
+        return; // Root without CAP_SYS_ADMIN, as in a docker container with default caps.
+    }
+    let e = Env::new(As::Root);
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-sys_admin"])
+        .arg(e.path().join("kiln"))
+        .arg("--root")
+        .arg(e.path().join("store"))
+        .args(["run", "--isolation=chroot", "busybox", "echo", "ran"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(err.contains("lacks CAP_SYS_ADMIN"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
 }
 
 #[test]

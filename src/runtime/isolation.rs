@@ -7,10 +7,10 @@
 //! overlay root and pivot_root, capabilities, no_new_privs and seccomp. Without a user
 //! namespace the container's ids are the host's, so its root is the host's root (less
 //! capable, but a kernel hole or a shared mount is the host's problem): kiln warns on every
-//! use and never chooses it by itself. It needs root (or CAP_SYS_ADMIN) to make those
-//! namespaces and mount the overlay; where even a mount namespace is refused (docker's
-//! default profile without CAP_SYS_ADMIN) kiln stops with that error rather than run the
-//! command on the host's filesystem.
+//! use and never chooses it by itself. It needs CAP_SYS_ADMIN (root has it, except in a
+//! container with docker's default capabilities) to make those namespaces and mount the
+//! overlay; where a mount namespace is refused kiln stops with that error rather than run
+//! the command on the host's filesystem (a copied root without mounts is not implemented).
 
 use super::RuntimeError;
 
@@ -46,20 +46,28 @@ pub fn cap_eff(status: &str) -> Option<u64> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
 }
 
-/// May this process use chroot isolation (root, or CAP_SYS_ADMIN for the mounts)?
+/// May this process use chroot isolation? It needs CAP_SYS_ADMIN (root normally has it) for
+/// the mount namespace and the overlay.
 pub fn check_chroot(euid: u32, status: Option<&str>) -> Result<(), RuntimeError> {
-    let admin = status
-        .and_then(cap_eff)
-        .is_some_and(|c| c & (1 << CAP_SYS_ADMIN) != 0);
-    if euid == 0 || admin {
+    let admin = match status.and_then(cap_eff) {
+        Some(c) => c & (1 << CAP_SYS_ADMIN) != 0,
+        None => euid == 0,
+    };
+    if admin {
         return Ok(());
     }
-    Err(RuntimeError::Setup(
+    Err(RuntimeError::Setup(if euid == 0 {
+        "--isolation=chroot: root here lacks CAP_SYS_ADMIN (docker's default capabilities \
+         drop it), which kiln needs for the container's mount namespace and overlay root; \
+         give the CI container CAP_SYS_ADMIN (docker run --cap-add SYS_ADMIN, with a seccomp \
+         profile that allows unshare and mount)"
+            .into()
+    } else {
         "--isolation=chroot needs root (or CAP_SYS_ADMIN) to make the container's mount \
          namespace and overlay root; as an ordinary user, use the default isolation (a user \
          namespace)"
-            .into(),
-    ))
+            .into()
+    }))
 }
 
 /// [`check_chroot`] for the running process.
@@ -118,6 +126,11 @@ mod tests {
     #[test]
     fn chroot_needs_root_or_sys_admin() {
         assert!(check_chroot(0, None).is_ok());
+        let root_without = check_chroot(0, Some("CapEff:\t00000000a80425fb\n"));
+        assert!(root_without
+            .unwrap_err()
+            .to_string()
+            .contains("lacks CAP_SYS_ADMIN"));
         let admin = "Name:\tx\nCapEff:\t0000000000200000\n";
         assert!(check_chroot(1000, Some(admin)).is_ok());
         let none = "CapEff:\t0000000000000000\n";

@@ -639,7 +639,17 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain syscalls.
-    check(unsafe { libc::unshare(flags) }, "unshare")?;
+    check(
+        unsafe { libc::unshare(flags) },
+        if p.isolation.user_namespace() {
+            "unshare"
+        } else {
+            // Without a mount namespace there is no container root to give the command.
+            "--isolation=chroot: new mount, pid, uts and ipc namespaces are refused here too \
+             (they need CAP_SYS_ADMIN); kiln will not run the command on the host's \
+             filesystem. unshare"
+        },
+    )?;
     mount(
         "none",
         Path::new("/"),

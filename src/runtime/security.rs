@@ -452,8 +452,26 @@ pub(crate) fn apply_caps(caps: CapSet) -> Result<(), String> {
         version: 0x2008_0522,
         pid: 0,
     };
+    let mut held = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget fills two data structs for a version-3 header.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &header as *const CapHeader,
+            held.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(os_err("capget"));
+    }
+    // `ALL` on an older kernel names capabilities it does not have; asking for them fails.
+    let caps = caps.0 & (u64::from(held[0].permitted) | (u64::from(held[1].permitted) << 32));
     #[allow(clippy::cast_possible_truncation)]
-    let (lo, hi) = (caps.0 as u32, (caps.0 >> 32) as u32);
+    let (lo, hi) = (caps as u32, (caps >> 32) as u32);
     let data = [
         CapData {
             effective: lo,

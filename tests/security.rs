@@ -312,6 +312,13 @@ fn limits_are_enforced_through_cgroups_as_root() {
         group.display()
     );
     assert!(!group.exists(), "{} left behind", group.display());
+    // A group left by a kiln that was killed (its pid, above pid_max, is gone) is swept by
+    // the next one.
+    let ghost = group.parent().unwrap().join("ctr-ghost-4194304");
+    std::fs::create_dir(&ghost).unwrap();
+    let (code, _, err) = e.sh(&["--pids-limit", "5"], "true");
+    assert_eq!(code, 0, "{err}");
+    assert!(!ghost.exists(), "the leftover group was not swept");
 
     let (code, out, err) = e.sh(
         &["--memory", "32m"],

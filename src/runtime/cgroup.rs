@@ -374,11 +374,47 @@ pub struct Cgroup {
     dirs: Vec<PathBuf>,
 }
 
+/// The pid of the kiln that made a group, from its name (`...-<pid>`, see [`group_name`]).
+pub fn owner_pid(name: &str) -> Option<u32> {
+    name.rsplit_once('-')?.1.parse().ok()
+}
+
+/// A group name unique on the host, ending in kiln's pid so that leftovers can be told.
+pub fn group_name(tag: &str) -> String {
+    format!("{tag}-{}", std::process::id())
+}
+
+/// Remove the groups beside `dir` that a kiln killed before its cleanup left behind: those
+/// whose kiln is gone (rmdir fails, harmlessly, on a group still in use).
+fn sweep(dir: &Path) {
+    let (Some(parent), Some(own)) = (dir.parent(), dir.file_name()) else {
+        return;
+    };
+    let own = own.to_string_lossy();
+    let prefix = own.split_once("kiln-").map_or("", |_| "kiln-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) || name == own {
+            continue;
+        }
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        if pid != 0 && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
 impl Cgroup {
     /// Make the groups of `plan` and write their limits.
     pub fn create(plan: &[GroupDir]) -> Result<Cgroup, CgroupError> {
         let mut cg = Cgroup::default();
         for g in plan {
+            sweep(&g.dir);
             std::fs::create_dir_all(&g.dir).map_err(|e| CgroupError::Io {
                 path: g.dir.clone(),
                 source: e,
@@ -544,6 +580,14 @@ mod tests {
         assert_eq!(p[0].dir, PathBuf::from(format!("{user}/kiln-abc")));
         assert!(p[0].files.contains(&("memory.max", "33554432".to_string())));
         assert!(p[0].files.contains(&("pids.max", "20".to_string())));
+    }
+
+    #[test]
+    fn leftover_groups_are_told_by_their_kilns_pid() {
+        assert_eq!(owner_pid("ctr-a1b2-4242"), Some(4242));
+        assert_eq!(owner_pid("kiln-run-x-7"), Some(7));
+        assert_eq!(owner_pid("nopid"), None);
+        assert!(group_name("ctr-x").ends_with(&format!("-{}", std::process::id())));
     }
 
     #[test]

@@ -207,13 +207,12 @@ pub fn run_with_stdio(
     if !spec.confine.isolation.user_namespace() {
         isolation::check_chroot_here()?;
     }
-    let group_id = format!(
-        "{}-{}",
-        spec.scratch
+    let group_id = cgroup::group_name(
+        &spec
+            .scratch
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
-        std::process::id()
     );
     let cg = cgroup::Cgroup::create(&cgroup::plan(
         &spec.confine.limits,

@@ -309,6 +309,9 @@ pub fn seccomp_rules(caps: CapSet) -> Vec<(i64, Rule)> {
     rules
 }
 
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("kiln's seccomp filter knows the syscall numbers of x86_64 and aarch64 only");
+
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xc000_003e;
 #[cfg(target_arch = "aarch64")]

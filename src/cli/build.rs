@@ -105,7 +105,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch,
         remote_cache,
         pull: args.pull,
-        isolation: args.isolation.resolve(),
+        isolation: args.isolation.resolve()?,
     };
     let built = build::build(store, &opts, reporter.as_ref())?;
     let id = built.config_digest.to_string();

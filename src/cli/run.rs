@@ -28,13 +28,15 @@ pub enum IsolationArg {
 }
 
 impl IsolationArg {
-    /// The runtime's value; warns on stderr, every time, when it isolates less.
-    pub fn resolve(self) -> Isolation {
+    /// The runtime's value; warns on stderr, every time, when it isolates less, and fails
+    /// early when this process could not use it.
+    pub fn resolve(self) -> anyhow::Result<Isolation> {
         match self {
-            IsolationArg::Default => Isolation::Namespaces,
+            IsolationArg::Default => Ok(Isolation::Namespaces),
             IsolationArg::Chroot => {
                 eprintln!("WARNING: {}", kiln::runtime::isolation::CHROOT_WARNING);
-                Isolation::Chroot
+                kiln::runtime::isolation::check_chroot_here()?;
+                Ok(Isolation::Chroot)
             }
         }
     }
@@ -142,7 +144,7 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
             None => None,
         },
     };
-    let isolation = args.isolation.resolve();
+    let isolation = args.isolation.resolve()?;
     let store = super::open_store(root)?;
     let opts = ContainerOptions {
         image: args.image,

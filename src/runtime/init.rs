@@ -42,11 +42,15 @@ pub fn arg_env_ranges(stat: &str) -> Option<[(usize, usize); 2]> {
     (a0 < a1 && e0 <= e1).then_some([(a0, a1), (e0, e1)])
 }
 
-/// Show as `kiln-init` in /proc/1/cmdline and /proc/1/comm, with an empty /proc/1/environ.
+/// Show as `kiln-init` in /proc/1/cmdline and /proc/1/comm, with an empty /proc/1/environ,
+/// and keep the command from reading the rest of kiln's memory through /proc/1/mem.
 fn retitle() {
     let name = c"kiln-init";
-    // SAFETY: PR_SET_NAME copies at most 16 bytes from a valid C string.
-    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) };
+    // SAFETY: prctls with a valid C string (at most 16 bytes are copied) or integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let Some(ranges) = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .as_deref()

@@ -173,6 +173,14 @@ fn flags_change_capabilities_and_turn_the_filter_and_no_new_privs_off() {
     assert_eq!(field(&out, "Seccomp"), "0");
     assert_eq!(field(&out, "NoNewPrivs"), "0");
     assert!(out.contains("unshared"), "{out}");
+    // The filter without no_new_privs is installed while the command still holds
+    // CAP_SYS_ADMIN in its namespace.
+    let (_, out, _) = e.sh(
+        &["-u", "1000", "--security-opt", "no-new-privileges=false"],
+        "cat /proc/self/status",
+    );
+    assert_eq!(field(&out, "NoNewPrivs"), "0");
+    assert_eq!(field(&out, "Seccomp"), "2");
     let (_, out, _) = e.sh(
         &["--security-opt", "no-new-privileges"],
         "cat /proc/self/status",

@@ -360,8 +360,16 @@ pub fn plan(limits: &Limits, id: &str, host: &dyn HostView) -> Result<Vec<GroupD
             ],
             _ => vec![("pids.max", limits.pids.unwrap_or_default().to_string())],
         };
+        let base = own_dir(m, &own);
+        if !host.writable(&base) {
+            return Err(unavailable(format!(
+                "{} is not writable: the cgroup v1 hierarchies belong to the host's root \
+                 (kiln's root here is not, e.g. inside a user namespace)",
+                base.display()
+            )));
+        }
         out.push(GroupDir {
-            dir: own_dir(m, &own).join("kiln").join(id),
+            dir: base.join("kiln").join(id),
             files,
         });
     }
@@ -550,6 +558,17 @@ mod tests {
         assert!(e.contains("only root"), "{e}");
         assert!(
             e.contains("controllers at /sys/fs/cgroup/unified: none"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn root_of_a_user_namespace_cannot_write_v1_groups_and_is_told() {
+        let mut h = hybrid(true);
+        h.writable.clear();
+        let e = plan(&limits(), "abc", &h).unwrap_err().to_string();
+        assert!(
+            e.contains("/sys/fs/cgroup/memory/job/7 is not writable"),
             "{e}"
         );
     }

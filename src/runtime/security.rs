@@ -283,6 +283,7 @@ pub fn seccomp_rules(caps: CapSet) -> Vec<(i64, Rule)> {
         ],
     );
     unless("SYSLOG", &[SYS_syslog]);
+    unless("SYS_TTY_CONFIG", &[SYS_vhangup]);
     unless("DAC_READ_SEARCH", &[SYS_open_by_handle_at]);
     #[cfg(target_arch = "x86_64")]
     unless("SYS_RAWIO", &[SYS_iopl, SYS_ioperm]);

@@ -59,6 +59,7 @@ fn bind_and_tmpfs_mounts() {
         layer_tar: Some(layer.clone()),
         source_date_epoch: None,
         pipes: Vec::new(),
+        confine: runtime::Confinement::default(),
         mounts: vec![
             Mount::bind(&data, "/data", false),
             Mount::bind(&secret, "/run/secrets/s", true),
@@ -110,6 +111,7 @@ fn a_symlink_in_the_image_cannot_aim_a_mount_at_the_host() {
         layer_tar: None,
         source_date_epoch: None,
         pipes: Vec::new(),
+        confine: runtime::Confinement::default(),
         mounts: vec![Mount::bind(&src, "/vol", false)],
     };
     let mut out = Vec::new();

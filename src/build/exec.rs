@@ -45,6 +45,8 @@ pub struct BuildOptions {
     pub remote_cache: Option<Arc<dyn RemoteCache>>,
     /// `--pull`: check registry bases for a newer image even when the store has one.
     pub pull: bool,
+    /// `--isolation` of RUN steps.
+    pub isolation: crate::runtime::Isolation,
 }
 
 /// The image a build made.
@@ -1472,6 +1474,10 @@ impl Build<'_> {
                 .collect(),
             mounts: Vec::new(),
             source_date_epoch: self.opts.source_date_epoch,
+            confine: runtime::Confinement {
+                isolation: self.opts.isolation,
+                ..runtime::Confinement::default()
+            },
         };
         let mut pending: Vec<u8> = Vec::new();
         let emit = |line: &[u8]| {

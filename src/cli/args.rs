@@ -63,6 +63,10 @@ pub struct BuildArgs {
     /// Reach this registry (`host[:port]`) over plain http; may be repeated.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure: Vec<String>,
+    /// How RUN steps are isolated: `default` (a user namespace) or `chroot` (no user
+    /// namespace, for CI containers that forbid them; needs root; isolates less).
+    #[arg(long, value_enum, default_value = "default")]
+    pub isolation: super::run::IsolationArg,
     /// The build context directory.
     pub context: PathBuf,
 }

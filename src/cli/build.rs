@@ -105,6 +105,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch,
         remote_cache,
         pull: args.pull,
+        isolation: args.isolation.resolve()?,
     };
     let built = build::build(store, &opts, reporter.as_ref())?;
     kiln::store::gc::apply_policy(store).context("applying the gc policy (gc.keep-storage)")?;

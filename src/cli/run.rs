@@ -2,8 +2,9 @@
 //! errors, the container's otherwise.
 
 use clap::{Args, ValueEnum};
+use kiln::runtime::cgroup::{self, Limits};
 use kiln::runtime::container::{self, ContainerOptions};
-use kiln::runtime::Network;
+use kiln::runtime::{Confinement, Isolation, Network, Security};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +17,29 @@ pub enum NetworkArg {
     None,
     /// The host's network.
     Host,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// A user namespace of its own.
+    Default,
+    /// No new user namespace (for CI containers that forbid them): needs root, isolates less.
+    Chroot,
+}
+
+impl IsolationArg {
+    /// The runtime's value; warns on stderr, every time, when it isolates less, and fails
+    /// early when this process could not use it.
+    pub fn resolve(self) -> anyhow::Result<Isolation> {
+        match self {
+            IsolationArg::Default => Ok(Isolation::Namespaces),
+            IsolationArg::Chroot => {
+                eprintln!("WARNING: {}", kiln::runtime::isolation::CHROOT_WARNING);
+                kiln::runtime::isolation::check_chroot_here()?;
+                Ok(Isolation::Chroot)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +71,30 @@ pub struct RunArgs {
     /// The container's hostname (default: a short random ID).
     #[arg(long, value_name = "H")]
     pub hostname: Option<String>,
+    /// Add a Linux capability to docker's default set (`ALL` for every one).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (`ALL` for every one).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// `no-new-privileges[=false]` (on by default in kiln) or `seccomp=unconfined`.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Run kiln's own reaper as PID 1 (forwards signals, reaps zombies).
+    #[arg(long)]
+    pub init: bool,
+    /// Memory limit (e.g. 512m, 2g), through a cgroup.
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs (e.g. 1.5), through a cgroup.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Maximum number of processes (0 or -1: unlimited), through a cgroup.
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pub pids_limit: Option<String>,
+    /// `default` (a user namespace) or `chroot` (no user namespace; root only; isolates less).
+    #[arg(long, value_enum, default_value = "default")]
+    pub isolation: IsolationArg,
     /// The image: a name or ID in the store, else pulled.
     pub image: String,
     /// The command and its arguments (replace the image's CMD).
@@ -78,6 +126,25 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
         }
         env.extend(container::env_arg(e, lookup));
     }
+    let security = Security::from_flags(&args.cap_add, &args.cap_drop, &args.security_opt)?;
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let limits = Limits {
+        memory: args
+            .memory
+            .as_deref()
+            .map(cgroup::parse_memory)
+            .transpose()?,
+        cpu_quota_us: args
+            .cpus
+            .as_deref()
+            .map(|c| cgroup::parse_cpus(c, host_cpus))
+            .transpose()?,
+        pids: match args.pids_limit.as_deref() {
+            Some(p) => cgroup::parse_pids(p)?,
+            None => None,
+        },
+    };
+    let isolation = args.isolation.resolve()?;
     let store = super::open_store(root)?;
     let opts = ContainerOptions {
         image: args.image,
@@ -92,6 +159,12 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
             NetworkArg::Host => Network::Host,
         },
         hostname: args.hostname,
+        confine: Confinement {
+            security,
+            init: args.init,
+            limits,
+            isolation,
+        },
     };
     // Pull progress and warnings go to stderr: stdout is the container's.
     let reporter = kiln::progress::PlainReporter::new(std::io::stderr());

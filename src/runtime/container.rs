@@ -45,6 +45,8 @@ pub struct ContainerOptions {
     pub network: Network,
     /// Default: a short random ID.
     pub hostname: Option<String>,
+    /// `--cap-add`/`--cap-drop`/`--security-opt`, `--init`, limits, `--isolation`.
+    pub confine: super::Confinement,
 }
 
 /// The argv docker would run: ENTRYPOINT + CMD, where arguments given replace CMD and an
@@ -265,6 +267,7 @@ pub fn run_foreground(
         source_date_epoch: None,
         pipes: Vec::new(),
         mounts: Vec::new(),
+        confine: opts.confine,
     };
     let mut ignored = |_: &[u8]| {};
     let code = super::run_with_stdio(&spec, Stdio::Inherit { stdin: opts.stdin }, &mut ignored);

@@ -7,17 +7,29 @@
 //! maps from outside, through newuidmap/newgidmap or /proc), then the other namespaces, mounts
 //! the overlay and forks the *command* process (PID 1 of the new pid namespace), which takes a
 //! mount namespace of its own for /proc, /dev and pivot_root, drops to the USER and execs.
+//! Just before that it is confined ([`security`]: seccomp, no_new_privs, capabilities) and,
+//! with `--init`, becomes the reaper ([`init`]) of the command it forks. kiln puts the keeper
+//! in the container's cgroup ([`cgroup`]) before the command starts; `--isolation=chroot`
+//! ([`isolation`]) skips the user namespace.
 //! The keeper waits for it, removes the mount points it had to create, and walks the upper
 //! dir from inside the user namespace, so the layer records container ids, not host ones.
 
+pub mod cgroup;
 pub mod container;
 pub mod ids;
+pub mod init;
+pub mod isolation;
 pub mod mounts;
 pub mod rootfs;
+pub mod security;
 
+pub use cgroup::Limits;
 pub use ids::{plan_ids, resolve_user, IdMap, IdPlan, Identity};
+use isolation::userns_refused;
+pub use isolation::Isolation;
 pub use mounts::{Mount, MountKind};
 pub use rootfs::ensure_lower;
+pub use security::{Confinement, Security};
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -44,6 +56,8 @@ pub enum RuntimeError {
     User(String),
     #[error("container setup: {0}")]
     Setup(String),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
 }
 
 impl RuntimeError {
@@ -88,6 +102,8 @@ pub struct RunSpec {
     pub pipes: Vec<(String, Vec<u8>, u32)>,
     /// Bind and tmpfs mounts, made in this order (parents before what they hold).
     pub mounts: Vec<Mount>,
+    /// Capabilities, seccomp, `--init`, cgroup limits, isolation.
+    pub confine: Confinement,
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
@@ -192,6 +208,21 @@ pub fn run_with_stdio(
     }
     let mut prepared = Prepared::new(spec, hostname)?;
     prepared.stdio = stdio;
+    if !spec.confine.isolation.user_namespace() {
+        isolation::check_chroot_here()?;
+    }
+    let group_id = cgroup::group_name(
+        &spec
+            .scratch
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let cg = cgroup::Cgroup::create(&cgroup::plan(
+        &spec.confine.limits,
+        &group_id,
+        &cgroup::RealHost,
+    )?)?;
     let (sync_r, sync_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -235,7 +266,14 @@ pub fn run_with_stdio(
     let unshared = matches!(sync.read(&mut byte), Ok(1));
     let mut go = std::fs::File::from(go_w);
     if unshared {
-        if let Err(e) = install_maps(pid, &spec.ids) {
+        // The keeper joins the cgroup before it forks the command, so all of it is limited.
+        let ready = if spec.confine.isolation.user_namespace() {
+            install_maps(pid, &spec.ids)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| cg.add(pid).map_err(RuntimeError::from));
+        if let Err(e) = ready {
             // SAFETY: kills and reaps our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             reap(pid);
@@ -257,6 +295,7 @@ pub fn run_with_stdio(
     let mut status = String::new();
     let _ = std::fs::File::from(status_r).read_to_string(&mut status);
     reap(pid);
+    drop(cg);
     if let Some(code) = status.strip_prefix('C') {
         return code
             .parse()
@@ -343,16 +382,6 @@ pub fn in_user_namespace(
     }
 }
 
-fn userns_refused(msg: &str) -> RuntimeError {
-    RuntimeError::UserNamespace(format!(
-        "{msg}: this system does not allow unprivileged user namespaces (Ubuntu's AppArmor \
-         restriction, a container's seccomp profile, or user.max_user_namespaces=0); \
-         kiln needs one for RUN. Allow them (e.g. sysctl kernel.apparmor_restrict_unprivileged_userns=0, \
-         or run the CI container with a seccomp profile that permits unshare); \
-         --isolation=chroot, for CI containers that are already the sandbox, is not implemented yet"
-    ))
-}
-
 fn install_maps(pid: libc::pid_t, plan: &IdPlan) -> Result<(), RuntimeError> {
     if plan.helpers {
         for (tool, maps) in [("newuidmap", &plan.uids), ("newgidmap", &plan.gids)] {
@@ -405,6 +434,10 @@ struct Prepared {
     /// The mount points of `mounts` in the merged root, found by the keeper.
     mount_targets: Vec<PathBuf>,
     stdio: Stdio,
+    security: Security,
+    seccomp: Vec<libc::sock_filter>,
+    init: bool,
+    isolation: Isolation,
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -505,7 +538,11 @@ impl Prepared {
             program,
             cwd: cstr(if spec.cwd.is_empty() { "/" } else { &spec.cwd })?,
             user: spec.user.clone(),
-            groups_allowed: spec.ids.helpers || nix::unistd::geteuid().is_root(),
+            // A user namespace kiln itself runs in may deny setgroups (`unshare -r`); the
+            // containers' namespaces inherit that.
+            groups_allowed: (spec.ids.helpers || nix::unistd::geteuid().is_root())
+                && !std::fs::read_to_string("/proc/self/setgroups")
+                    .is_ok_and(|t| t.trim() == "deny"),
             network: spec.network,
             hostname: cstr(hostname)?,
             layer_tar: spec.layer_tar.clone(),
@@ -514,6 +551,12 @@ impl Prepared {
             mounts: spec.mounts.clone(),
             mount_targets: Vec::new(),
             stdio: Stdio::Capture,
+            security: spec.confine.security,
+            seccomp: security::seccomp_program(&security::seccomp_rules(
+                spec.confine.security.caps,
+            )),
+            init: spec.confine.init,
+            isolation: spec.confine.isolation,
         })
     }
 }
@@ -579,11 +622,13 @@ fn close_other_fds(keep: &[libc::c_int]) {
 fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // SAFETY: as above.
-    check(
-        unsafe { libc::unshare(libc::CLONE_NEWUSER) },
-        "unshare(CLONE_NEWUSER)",
-    )?;
+    if p.isolation.user_namespace() {
+        // SAFETY: as above.
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+            "unshare(CLONE_NEWUSER)",
+        )?;
+    }
     let mut sync = std::fs::File::from(sync_w);
     sync.write_all(&[1]).map_err(|e| e.to_string())?;
     drop(sync);
@@ -597,7 +642,17 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
         flags |= libc::CLONE_NEWNET;
     }
     // SAFETY: plain syscalls.
-    check(unsafe { libc::unshare(flags) }, "unshare")?;
+    check(
+        unsafe { libc::unshare(flags) },
+        if p.isolation.user_namespace() {
+            "unshare"
+        } else {
+            // Without a mount namespace there is no container root to give the command.
+            "--isolation=chroot: new mount, pid, uts and ipc namespaces are refused here too \
+             (they need CAP_SYS_ADMIN); kiln will not run the command on the host's \
+             filesystem. unshare"
+        },
+    )?;
     mount(
         "none",
         Path::new("/"),
@@ -875,6 +930,8 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
             p.cwd.to_string_lossy()
         ))));
     }
+    security::apply_filter(&p.security, &p.seccomp).map_err(setup)?;
+    security::apply_bounding(p.security.caps).map_err(setup)?;
     let u = &p.user;
     // SAFETY: plain identity syscalls; groups is a valid slice.
     unsafe {
@@ -893,6 +950,7 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
         )
         .map_err(setup)?;
     }
+    security::apply_caps(p.security.caps).map_err(setup)?;
     // SAFETY: fd plumbing in the child: stdin from /dev/null unless passed through, stdout
     // and stderr to kiln's pipe when captured (inherited ones are already in place).
     unsafe {
@@ -909,6 +967,17 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
             libc::dup2(out_w.as_raw_fd(), 2);
         }
     }
+    if p.init {
+        let code = init::run_as_init(&mut || exec_program(p));
+        // SAFETY: ends the reaper once the command is gone.
+        unsafe { libc::_exit(code) };
+    }
+    Err(exec_program(p))
+}
+
+/// Exec the command (looked up in the container's PATH); returns only on failure, with the
+/// exit code (126: cannot execute, 127: not found) and why.
+fn exec_program(p: &Prepared) -> (i32, String) {
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = p.env.iter().map(|a| a.as_ptr()).collect();
@@ -923,15 +992,19 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
             err = e;
         }
     }
-    let name = p.argv[0].to_string_lossy();
-    Err(if err == libc::ENOENT {
+    let name = p
+        .argv
+        .first()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if err == libc::ENOENT {
         (127, format!("{name}: executable file not found in $PATH"))
     } else {
         (
             126,
             format!("{name}: {}", std::io::Error::from_raw_os_error(err)),
         )
-    })
+    }
 }
 
 #[cfg(test)]
@@ -953,6 +1026,7 @@ mod tests {
             source_date_epoch: None,
             pipes: Vec::new(),
             mounts: Vec::new(),
+            confine: Confinement::default(),
         }
     }
 

@@ -18,7 +18,8 @@ use crate::layer::index::{LayerIndex, View};
 use crate::plan::{self, Base, Plan, Platform};
 use crate::progress::{Event, Reporter, StepLabel};
 use crate::store::{CacheEntry, Store};
-use std::collections::BTreeMap;
+use super::mounts::{self as rmounts, Scratch};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
@@ -45,6 +46,10 @@ pub struct BuildOptions {
     pub remote_cache: Option<Arc<dyn RemoteCache>>,
     /// `--pull`: check registry bases for a newer image even when the store has one.
     pub pull: bool,
+    /// `--secret`: secrets RUN --mount=type=secret can use, by id.
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
+    /// `--network`: the network of every RUN that does not choose its own.
+    pub network: ins::Network,
 }
 
 /// The image a build made.
@@ -169,6 +174,9 @@ struct Build<'a> {
     done: Condvar,
     slots: Semaphore,
     steps: Mutex<Vec<StepRecord>>,
+    /// Stage roots unpacked for read-only `RUN --mount=from=`, by the stage's key, kept for
+    /// the build.
+    stage_roots: Mutex<HashMap<Key, Arc<Scratch>>>,
 }
 
 /// Counting semaphore for `--jobs`.
@@ -247,7 +255,8 @@ pub fn build(
         reporter.event(Event::Warning(&format!("{file}:{}: {}", w.line, w.message)));
     }
     let instructions = ins::lower(&ast).map_err(named)?;
-    let plan = plan::plan(
+    warn_secret_names(&instructions, &file, reporter);
+    let mut plan = plan::plan(
         &instructions,
         &plan::PlanOptions {
             build_args: opts.build_args.clone(),
@@ -258,6 +267,7 @@ pub fn build(
         },
     )
     .map_err(named)?;
+    add_mount_deps(&mut plan).map_err(named)?;
     let context_id = blake3::hash(
         std::fs::canonicalize(&opts.context)
             .unwrap_or_else(|_| opts.context.clone())
@@ -279,6 +289,7 @@ pub fn build(
         done: Condvar::new(),
         slots: Semaphore::new(opts.jobs),
         steps: Mutex::new(Vec::new()),
+        stage_roots: Mutex::new(HashMap::new()),
         plan,
     };
     let needed: Vec<usize> = (0..stages).filter(|i| b.plan.needed[*i]).collect();
@@ -703,6 +714,7 @@ impl Build<'_> {
             key_hex,
             entry: record,
         });
+        let created_by = self.history_text(&st, l);
         if let Some(desc) = layer {
             st.config.rootfs.diff_ids.push(desc.digest.clone());
             st.layers.push(Arc::new(LayerRef {
@@ -712,13 +724,13 @@ impl Build<'_> {
             }));
             st.config.history.push(crate::image::History {
                 created: Some(created.clone()),
-                created_by: Some(l.original.clone()),
+                created_by: Some(created_by.clone()),
                 ..Default::default()
             });
         } else {
             st.config.history.push(crate::image::History {
                 created: Some(created.clone()),
-                created_by: Some(l.original.clone()),
+                created_by: Some(created_by.clone()),
                 empty_layer: true,
                 ..Default::default()
             });
@@ -728,6 +740,23 @@ impl Build<'_> {
         }
         st.key = key;
         Ok(st)
+    }
+
+    /// A step's history line: its text, with the values of secret-looking build args
+    /// redacted (they would otherwise be kept in the image, e.g. an `ARG TOKEN=default`).
+    fn history_text(&self, st: &State, l: &Located) -> String {
+        let mut values: Vec<&str> = Vec::new();
+        for (k, v) in &self.opts.build_args {
+            if rmounts::looks_secret(k) {
+                values.push(v);
+            }
+        }
+        for (k, v) in st.args.iter().chain(self.plan.global_args.iter()) {
+            if let (true, Some(v)) = (rmounts::looks_secret(k), v) {
+                values.push(v);
+            }
+        }
+        rmounts::redact(&l.original, &values)
     }
 
     /// Where an ONBUILD trigger's `COPY --from` reads: a stage of the child's Dockerfile
@@ -945,6 +974,108 @@ impl Build<'_> {
     }
 }
 
+/// Warn about ARG and ENV names that look like they hold secrets (BuildKit's
+/// SecretsUsedInArgOrEnv): their values end up in the image's history or config.
+fn warn_secret_names(instructions: &[Located], file: &str, reporter: &dyn Reporter) {
+    for l in instructions {
+        let line = l.start_line;
+        match &l.instruction {
+            Instruction::Arg(a) => {
+                for d in a.args.iter().filter(|d| rmounts::looks_secret(&d.name)) {
+                    reporter.event(Event::Warning(&format!(
+                        "{file}:{line}: ARG {} looks like a secret: build args are visible in the image history; use --secret",
+                        d.name
+                    )));
+                }
+            }
+            Instruction::Env(e) => {
+                for kv in e.vars.iter().filter(|kv| rmounts::looks_secret(&kv.key)) {
+                    reporter.event(Event::Warning(&format!(
+                        "{file}:{line}: ENV {} looks like a secret: ENV values are stored in the image config; use --secret",
+                        kv.key
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The stage a `--mount` `from=` names: by name (case-insensitive) or index, else an image.
+fn mount_stage(plan: &Plan, from: &str) -> Option<usize> {
+    let lower = from.to_ascii_lowercase();
+    plan.stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .or_else(|| lower.parse::<usize>().ok().filter(|i| *i < plan.stages.len()))
+}
+
+/// The `from=` of a RUN mount, read without expansion (BuildKit allows no variable there).
+fn mount_from(m: &ins::RunMount) -> Option<String> {
+    let parsed = match &m.mount {
+        Some(p) => p.clone(),
+        None => ins::parse_mount_with(&m.spec, &mut |v| Ok(v.to_string())).ok()?,
+    };
+    match parsed {
+        ins::Mount::Bind(b) => b.from,
+        ins::Mount::Cache(c) => c.from,
+        _ => None,
+    }
+}
+
+/// Stages that `RUN --mount=from=STAGE` reads become dependencies, as COPY --from's are,
+/// and are built when the stage that reads them is.
+fn add_mount_deps(plan: &mut Plan) -> Result<(), crate::dockerfile::Error> {
+    for si in 0..plan.stages.len() {
+        let mut deps = Vec::new();
+        for l in &plan.stages[si].instructions {
+            let Instruction::Run(r) = &l.instruction else {
+                continue;
+            };
+            for m in &r.mounts {
+                let Some(from) = mount_from(m) else { continue };
+                match mount_stage(plan, &from) {
+                    Some(t) if t == si => {
+                        return Err(crate::dockerfile::Error::new(
+                            l.start_line,
+                            format!(
+                                "circular dependency detected on stage: {}",
+                                plan.stages[si].display()
+                            ),
+                        ))
+                    }
+                    Some(t) if t > si => {
+                        return Err(crate::dockerfile::Error::new(
+                            l.start_line,
+                            format!(
+                                "cannot mount from stage {from:?}, it needs to be defined before current stage {:?}",
+                                plan.stages[si].display()
+                            ),
+                        ))
+                    }
+                    Some(t) => deps.push(t),
+                    None => {}
+                }
+            }
+        }
+        for t in deps {
+            if !plan.stages[si].deps.contains(&t) {
+                plan.stages[si].deps.push(t);
+            }
+        }
+    }
+    let mut needed = vec![false; plan.stages.len()];
+    let mut todo = vec![plan.target];
+    while let Some(i) = todo.pop() {
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        todo.extend(plan.stages[i].deps.iter().copied());
+    }
+    plan.needed = needed;
+    Ok(())
+}
+
 /// An ARG's value as a key input; unset differs from empty.
 fn arg_bytes(v: &Option<String>) -> &[u8] {
     v.as_deref().map(str::as_bytes).unwrap_or(b"\0unset")
@@ -1027,8 +1158,66 @@ enum LayerWork {
         network: crate::runtime::Network,
         /// Heredoc scripts run as files (`#!`), at /dev/pipes/NAME.
         pipes: Vec<super::run::PipeFile>,
+        mounts: Vec<MountPlan>,
         label: StepLabel,
     },
+}
+
+/// The root a `RUN --mount=from=` reads: a stage or image, by its layers.
+#[derive(Debug, Clone)]
+struct MountRoot {
+    name: String,
+    key: Key,
+    /// diffID and uncompressed tar of each layer, bottom first.
+    layers: Vec<(Digest, PathBuf)>,
+}
+
+/// One `RUN --mount`, decided before the cache lookup and made only when the step runs.
+enum MountPlan {
+    /// Files of the context (`.dockerignore` applied) at or below `source`.
+    Context {
+        target: String,
+        source: String,
+        readonly: bool,
+    },
+    /// `source` inside a stage's or image's root.
+    Root {
+        target: String,
+        root: MountRoot,
+        source: String,
+        readonly: bool,
+    },
+    Cache {
+        target: String,
+        id: String,
+        sharing: ins::CacheSharing,
+        readonly: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        seed: Option<(MountRoot, String)>,
+    },
+    Tmpfs {
+        target: String,
+        size: u64,
+    },
+    Secret {
+        id: String,
+        /// No file when only an env variable was asked for.
+        target: Option<String>,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// `source` resolved inside an unpacked root (symlinks cannot leave it).
+fn in_root(s: &Scratch, source: &str, name: &str) -> Result<PathBuf, String> {
+    let root = s.path().join("rootfs");
+    crate::runtime::mounts::resolve_in_root(&root, source)
+        .map_err(|_| format!("\"{source}\" not found in {name}"))
 }
 
 fn resolve_workdir(current: &str, path: &str) -> String {
@@ -1307,10 +1496,11 @@ impl Build<'_> {
                 env,
                 network,
                 pipes,
+                mounts,
                 label,
             } => {
                 return self
-                    .run_command(st, argv, env, network, pipes, &label)
+                    .run_command(st, argv, env, network, pipes, mounts, &label)
                     .map(Some)
             }
             LayerWork::Workdir(dir) => {
@@ -1358,17 +1548,20 @@ impl Build<'_> {
         lab: &StepLabel,
         kb: &mut KeyBuilder,
     ) -> Result<LayerWork, String> {
-        if !r.mounts.is_empty() {
-            return Err("RUN --mount is not supported yet".into());
-        }
         if !r.devices.is_empty() {
             return Err("RUN --device is not supported".into());
         }
-        let network = match r.network {
+        // A RUN's own --network wins; `default` is the build's (`kiln build --network`).
+        let requested = match r.network {
+            ins::Network::Default => self.opts.network,
+            own => own,
+        };
+        let network = match requested {
             ins::Network::None => crate::runtime::Network::None,
             // The default is the host's network, as BuildKit's: rootless installs need no tun.
             ins::Network::Default | ins::Network::Host => crate::runtime::Network::Host,
         };
+        let mounts = self.prepare_mounts(st, r, kb)?;
         let c = &st.config.config;
         let (argv, pipes) = match (&r.command, r.files.is_empty()) {
             (_, true) => (self.command_of(&r.command, &c.shell), Vec::new()),
@@ -1412,18 +1605,391 @@ impl Build<'_> {
             env,
             network,
             pipes,
+            mounts,
             label: lab.clone(),
         })
     }
 
+    /// What each `--mount` of a RUN binds, and its part of the key: the content of what a
+    /// bind reads; a cache's id and sharing; never a secret's value.
+    fn prepare_mounts(
+        &self,
+        st: &State,
+        r: &ins::RunCommand,
+        kb: &mut KeyBuilder,
+    ) -> Result<Vec<MountPlan>, String> {
+        let workdir = &st.config.config.working_dir;
+        let target_of = |t: &str| resolve_workdir(workdir, t);
+        let mut plans = Vec::new();
+        for m in &r.mounts {
+            let parsed = match &m.mount {
+                Some(p) => p.clone(),
+                None => ins::parse_mount(&m.spec).map_err(|e| e.message)?,
+            };
+            match parsed {
+                ins::Mount::Bind(b) => {
+                    let target = target_of(&b.target);
+                    let source = crate::layer::index::clean(b.source.as_deref().unwrap_or(""));
+                    let plan = match b.from.as_deref() {
+                        None => {
+                            let digest = self.context_subtree_digest(&source, kb)?;
+                            kb.input(
+                                format!("mount {target} context {source}"),
+                                format!("{digest} ro={}", b.readonly).as_bytes(),
+                            );
+                            MountPlan::Context {
+                                target,
+                                source,
+                                readonly: b.readonly,
+                            }
+                        }
+                        Some(from) => {
+                            let root = self.mount_root(from)?;
+                            kb.input(
+                                format!("mount {target} from {}", root.name),
+                                format!("{} {source} ro={}", hex(&root.key), b.readonly)
+                                    .as_bytes(),
+                            );
+                            MountPlan::Root {
+                                target,
+                                root,
+                                source,
+                                readonly: b.readonly,
+                            }
+                        }
+                    };
+                    plans.push(plan);
+                }
+                ins::Mount::Cache(c) => {
+                    let target = target_of(&c.target);
+                    let id = c.cache_id().to_string();
+                    let seed = match c.from.as_deref() {
+                        Some(from) => Some(self.mount_root(from)?),
+                        None => None,
+                    };
+                    kb.input(
+                        format!("mount {target} cache"),
+                        format!("id={id} sharing={:?} ro={}", c.sharing, c.readonly).as_bytes(),
+                    );
+                    plans.push(MountPlan::Cache {
+                        target,
+                        id,
+                        sharing: c.sharing,
+                        readonly: c.readonly,
+                        mode: c.mode.unwrap_or(0o755),
+                        uid: c.uid.unwrap_or(0),
+                        gid: c.gid.unwrap_or(0),
+                        seed: seed.map(|s| {
+                            (
+                                s,
+                                crate::layer::index::clean(c.source.as_deref().unwrap_or("")),
+                            )
+                        }),
+                    });
+                }
+                ins::Mount::Tmpfs(t) => {
+                    let target = target_of(&t.target);
+                    kb.input(
+                        format!("mount {target} tmpfs"),
+                        format!("size={:?}", t.size).as_bytes(),
+                    );
+                    plans.push(MountPlan::Tmpfs {
+                        target,
+                        size: t.size.unwrap_or(0),
+                    });
+                }
+                ins::Mount::Secret(sec) => {
+                    let id = sec
+                        .secret_id()
+                        .ok_or("a secret mount needs an id= (or a target to name it)")?
+                        .to_string();
+                    // A secret only named as an env variable gets no file, unless a target
+                    // is also given (BuildKit).
+                    let target = match (&sec.target, &sec.env) {
+                        (Some(t), _) => Some(target_of(t)),
+                        (None, Some(_)) => None,
+                        (None, None) => Some(format!("/run/secrets/{id}")),
+                    };
+                    // Only where it goes counts, never its content: a changed secret does
+                    // not re-run the step.
+                    kb.input(
+                        format!("mount secret {id}"),
+                        format!("target={target:?} env={:?}", sec.env).as_bytes(),
+                    );
+                    plans.push(MountPlan::Secret {
+                        id,
+                        target,
+                        env: sec.env.clone(),
+                        required: sec.required,
+                        mode: sec.mode.unwrap_or(0o400),
+                        uid: sec.uid.unwrap_or(0),
+                        gid: sec.gid.unwrap_or(0),
+                    });
+                }
+                ins::Mount::Ssh(_) => {
+                    return Err(
+                        "RUN --mount=type=ssh is not supported (kiln forwards no SSH agent); use a secret mount for a key"
+                            .into(),
+                    )
+                }
+            }
+        }
+        Ok(plans)
+    }
+
+    /// blake3 over the context entries at or below `source`, as COPY hashes its sources; each
+    /// file is also a detail for the miss report.
+    fn context_subtree_digest(&self, source: &str, kb: &mut KeyBuilder) -> Result<String, String> {
+        let listing = self.listing()?;
+        if !source.is_empty() && listing.get(source).is_none() {
+            return Err(format!("\"{source}\" not found in build context"));
+        }
+        let entries: Vec<&crate::context::walk::Entry> = listing.subtree(source).collect();
+        let files: Vec<&crate::context::walk::Entry> = entries
+            .iter()
+            .copied()
+            .filter(|e| e.kind == crate::context::walk::Kind::File)
+            .collect();
+        let (hashes, _) = {
+            let mut cache = lock(&self.stat_cache);
+            hash_files(&listing, &files, &mut cache).map_err(|e| e.to_string())?
+        };
+        let mut set = blake3::Hasher::new();
+        for e in entries {
+            set.update(e.path.as_bytes());
+            set.update(b"\0");
+            set.update(&(e.mode & 0o7777).to_le_bytes());
+            match &e.kind {
+                crate::context::walk::Kind::File => {
+                    let h = hashes
+                        .get(&e.path)
+                        .map(|h| *h.as_bytes())
+                        .unwrap_or([0; 32]);
+                    set.update(b"f");
+                    set.update(&h);
+                    kb.detail(format!("file {}", e.path), &h);
+                }
+                crate::context::walk::Kind::Dir => {
+                    set.update(b"d");
+                }
+                crate::context::walk::Kind::Symlink(t) => {
+                    set.update(b"l");
+                    set.update(t.as_os_str().as_encoded_bytes());
+                }
+                crate::context::walk::Kind::Other => {
+                    set.update(b"o");
+                }
+            }
+        }
+        Ok(set.finalize().to_hex().to_string())
+    }
+
+    /// The root a `from=` mount reads: a stage of this build (finished first) or an image.
+    fn mount_root(&self, from: &str) -> Result<MountRoot, String> {
+        let (state, name) = match mount_stage(&self.plan, from) {
+            Some(i) if self.plan.needed[i] => {
+                (self.wait_stage(i)?, self.plan.stages[i].display())
+            }
+            Some(i) => {
+                return Err(format!(
+                    "--mount from={from}: stage {} is not built before this RUN",
+                    self.plan.stages[i].display()
+                ))
+            }
+            None => {
+                let (mut s, d) = self
+                    .image_state(from, 0)
+                    .map_err(|e| e.to_string())?;
+                s.key = *blake3::hash(d.as_str().as_bytes()).as_bytes();
+                (s, from.to_string())
+            }
+        };
+        Ok(MountRoot {
+            name,
+            key: state.key,
+            layers: state
+                .layers
+                .iter()
+                .map(|l| (l.desc.digest.clone(), l.path.clone()))
+                .collect(),
+        })
+    }
+
+    /// A stage's root unpacked: shared by the build's read-only mounts of it, or a fresh
+    /// copy for a writable one (its writes are thrown away with it).
+    fn stage_root(
+        &self,
+        root: &MountRoot,
+        shared: bool,
+        ids: &crate::runtime::IdPlan,
+    ) -> Result<Arc<Scratch>, String> {
+        let unpack = || -> Result<Arc<Scratch>, String> {
+            let s = Scratch::new(&self.store.root().join("tmp"), "stage-")?;
+            let dir = s.path().join("rootfs");
+            std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+            rmounts::unpack_stage(&root.layers, &dir, ids)
+                .map_err(|e| format!("{}: {e}", root.name))?;
+            Ok(Arc::new(s))
+        };
+        if !shared {
+            return unpack();
+        }
+        // Held while unpacking: two RUNs mounting the same stage unpack it once.
+        let mut roots = lock(&self.stage_roots);
+        if let Some(s) = roots.get(&root.key) {
+            return Ok(s.clone());
+        }
+        let s = unpack()?;
+        roots.insert(root.key, s.clone());
+        Ok(s)
+    }
+
+    /// Make on the host what each mount binds; the returned holds keep it until dropped.
+    fn materialize_mounts(
+        &self,
+        plans: Vec<MountPlan>,
+        env: &mut Vec<String>,
+        ids: &crate::runtime::IdPlan,
+    ) -> Result<(Vec<crate::runtime::Mount>, Vec<Box<dyn std::any::Any>>), String> {
+        use crate::runtime::{Mount, MountKind};
+        let tmp = self.store.root().join("tmp");
+        let mut out = Vec::new();
+        let mut holds: Vec<Box<dyn std::any::Any>> = Vec::new();
+        let mut secret_dir: Option<Scratch> = None;
+        for (i, plan) in plans.into_iter().enumerate() {
+            match plan {
+                MountPlan::Context {
+                    target,
+                    source,
+                    readonly,
+                } => {
+                    let listing = self.listing()?;
+                    let s = Scratch::new(&tmp, "bind-")?;
+                    let path =
+                        rmounts::context_tree(&listing, &source, &s.path().join("src"), readonly)?;
+                    out.push(Mount::bind(path, target, readonly));
+                    holds.push(Box::new(s));
+                }
+                MountPlan::Root {
+                    target,
+                    root,
+                    source,
+                    readonly,
+                } => {
+                    let s = self.stage_root(&root, readonly, ids)?;
+                    let path = in_root(&s, &source, &root.name)?;
+                    out.push(Mount::bind(path, target, readonly));
+                    holds.push(Box::new(s));
+                }
+                MountPlan::Cache {
+                    target,
+                    id,
+                    sharing,
+                    readonly,
+                    mode,
+                    uid,
+                    gid,
+                    seed,
+                } => {
+                    // The seed is unpacked only when the cache is still to be made.
+                    let exists = rmounts::cache_mounts_dir(self.store)
+                        .join(blake3::hash(id.as_bytes()).to_hex().as_str())
+                        .is_dir();
+                    let seed_path = match &seed {
+                        Some((root, source)) if !exists || self.opts.no_cache => {
+                            let s = self.stage_root(root, true, ids)?;
+                            let p = in_root(&s, source, &root.name)?;
+                            holds.push(Box::new(s));
+                            Some(p)
+                        }
+                        _ => None,
+                    };
+                    let hold = rmounts::hold_cache(
+                        self.store,
+                        &id,
+                        sharing,
+                        self.opts.no_cache,
+                        &rmounts::CacheInit {
+                            mode,
+                            uid,
+                            gid,
+                            seed: seed_path.as_deref(),
+                        },
+                        ids,
+                    )
+                    .map_err(|e| format!("cache mount {id}: {e}"))?;
+                    out.push(Mount::bind(hold.path.clone(), target, readonly));
+                    holds.push(Box::new(hold));
+                }
+                MountPlan::Tmpfs { target, size } => out.push(Mount {
+                    target,
+                    kind: MountKind::Tmpfs { size, mode: 0o1777 },
+                    readonly: false,
+                }),
+                MountPlan::Secret {
+                    id,
+                    target,
+                    env: var,
+                    required,
+                    mode,
+                    uid,
+                    gid,
+                } => {
+                    let data = match self.opts.secrets.get(&id) {
+                        Some(src) => src.read()?,
+                        None => None,
+                    };
+                    let Some(data) = data else {
+                        if required {
+                            return Err(format!("secret {id}: not found"));
+                        }
+                        continue;
+                    };
+                    if let Some(var) = var {
+                        // Overrides an ENV of the same name, for this command only.
+                        env.retain(|e| e.split_once('=').map(|p| p.0) != Some(var.as_str()));
+                        env.push(format!("{var}={}", String::from_utf8_lossy(&data)));
+                    }
+                    if let Some(target) = target {
+                        if secret_dir.is_none() {
+                            secret_dir = Some(rmounts::secret_dir(self.store)?);
+                        }
+                        let Some(dir) = &secret_dir else { continue };
+                        let path = rmounts::write_secret(
+                            dir.path(),
+                            &format!("s{i}"),
+                            &data,
+                            mode,
+                            uid,
+                            gid,
+                            ids,
+                        )
+                        .map_err(|e| format!("secret {id}: {e}"))?;
+                        out.push(Mount::bind(path, target, true));
+                    }
+                }
+            }
+        }
+        if let Some(d) = secret_dir {
+            holds.push(Box::new(d));
+        }
+        // Parents before what they hold: `/a` is mounted before `/a/b`.
+        out.sort_by_key(|m| m.target.split('/').filter(|c| !c.is_empty()).count());
+        Ok((out, holds))
+    }
+
     /// Run a RUN's command on the stage's layers and write the overlay upper dir as a layer.
+    #[allow(clippy::too_many_arguments)]
     fn run_command(
         &self,
         st: &State,
         argv: Vec<String>,
-        env: Vec<String>,
+        mut env: Vec<String>,
         network: crate::runtime::Network,
         pipes: Vec<super::run::PipeFile>,
+        mounts: Vec<MountPlan>,
         label: &StepLabel,
     ) -> Result<Descriptor, String> {
         use crate::runtime;
@@ -1455,6 +2021,8 @@ impl Build<'_> {
             .tempdir_in(&tmp)
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let layer_tar = scratch.path().join("layer.tar");
+        // Dropped after the command: temporary trees, cache locks, secret files.
+        let (mounts, _holds) = self.materialize_mounts(mounts, &mut env, &ids)?;
         let spec = runtime::RunSpec {
             lowers,
             scratch: scratch.path().to_path_buf(),
@@ -1470,7 +2038,7 @@ impl Build<'_> {
                 .into_iter()
                 .map(|p| (p.name, p.data, p.mode))
                 .collect(),
-            mounts: Vec::new(),
+            mounts,
             source_date_epoch: self.opts.source_date_epoch,
         };
         let mut pending: Vec<u8> = Vec::new();

@@ -6,7 +6,9 @@ pub mod copy;
 pub mod exec;
 pub mod key;
 pub mod remote;
+pub mod mounts;
 mod run;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};
+pub use mounts::{cache_mounts_dir, SecretSource};
 pub use remote::{RemoteCache, StepRecord};

@@ -1217,7 +1217,7 @@ enum MountPlan {
 fn in_root(s: &Scratch, source: &str, name: &str) -> Result<PathBuf, String> {
     let root = s.path().join("rootfs");
     crate::runtime::mounts::resolve_in_root(&root, source)
-        .map_err(|_| format!("\"{source}\" not found in {name}"))
+        .map_err(|_| format!("\"/{source}\" not found in {name}"))
 }
 
 fn resolve_workdir(current: &str, path: &str) -> String {

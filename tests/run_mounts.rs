@@ -363,7 +363,10 @@ fn tmpfs_mount_is_sized_and_left_out() {
     let log = e.build_ok(&ctx, "tmpfs:1", &[], &[]);
     assert_eq!(step_output(&log, "stage-0", 2), ["1024"], "{log}");
     let paths = e.layer_paths("tmpfs:1");
-    assert!(!paths.iter().any(|p| p == "t/" || p.starts_with("t/")), "{paths:?}");
+    assert!(
+        !paths.iter().any(|p| p == "t/" || p.starts_with("t/")),
+        "{paths:?}"
+    );
 }
 
 const SECRET: &str = "s3cr3t-Value-4f9a1c";
@@ -394,7 +397,12 @@ fn secrets(who: As) {
     let log = e.build_ok(
         &ctx,
         "sec:1",
-        &["--secret", &file_arg, "--secret", "id=envsec,env=KILN_TEST_SECRET"],
+        &[
+            "--secret",
+            &file_arg,
+            "--secret",
+            "id=envsec,env=KILN_TEST_SECRET",
+        ],
         &[("KILN_TEST_SECRET", SECRET2)],
     );
     assert_eq!(
@@ -418,7 +426,12 @@ fn secrets(who: As) {
     let log = e.build_ok(
         &ctx,
         "sec:2",
-        &["--secret", &file_arg, "--secret", "id=envsec,env=KILN_TEST_SECRET"],
+        &[
+            "--secret",
+            &file_arg,
+            "--secret",
+            "id=envsec,env=KILN_TEST_SECRET",
+        ],
         &[("KILN_TEST_SECRET", "changed too")],
     );
     assert!(log.contains("[stage-0 2/6] CACHED"), "{log}");
@@ -478,7 +491,12 @@ fn secret_id_alone_reads_the_env_and_required_missing_names_the_line() {
         "{log}"
     );
     // A secret file that does not exist is the user's mistake, said before building.
-    let out = e.build(&ctx, "sec:2", &["--secret", "id=x,src=/nonexistent/file"], &[]);
+    let out = e.build(
+        &ctx,
+        "sec:2",
+        &["--secret", "id=x,src=/nonexistent/file"],
+        &[],
+    );
     let log = text(&out);
     assert!(!out.status.success());
     assert!(log.contains("/nonexistent/file"), "{log}");
@@ -554,7 +572,10 @@ fn secret_looking_build_args_are_warned_about_and_redacted() {
         log.contains("Dockerfile:3: ARG API_TOKEN looks like a secret: build args are visible in the image history; use --secret"),
         "{log}"
     );
-    assert!(log.contains("Dockerfile:4: ARG DB_PASSWORD looks like a secret"), "{log}");
+    assert!(
+        log.contains("Dockerfile:4: ARG DB_PASSWORD looks like a secret"),
+        "{log}"
+    );
     assert!(!log.contains("ARG VERSION looks like"), "{log}");
     let inspect = e.ok(&["inspect", "args:1"]);
     let history = e.ok(&["history", "--no-trunc", "args:1"]);

@@ -7,6 +7,7 @@ use super::copy::{
     self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs,
 };
 use super::key::{self, hex, Input, Key, KeyBuilder};
+use super::mounts::{self as rmounts, Scratch};
 use super::remote::{RemoteCache, StepRecord};
 use crate::context::hash::{hash_files, StatCache};
 use crate::context::ignore::PatternMatcher;
@@ -18,7 +19,6 @@ use crate::layer::index::{LayerIndex, View};
 use crate::plan::{self, Base, Plan, Platform};
 use crate::progress::{Event, Reporter, StepLabel};
 use crate::store::{CacheEntry, Store};
-use super::mounts::{self as rmounts, Scratch};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -1007,7 +1007,12 @@ fn mount_stage(plan: &Plan, from: &str) -> Option<usize> {
     plan.stages
         .iter()
         .position(|s| s.name.as_deref() == Some(lower.as_str()))
-        .or_else(|| lower.parse::<usize>().ok().filter(|i| *i < plan.stages.len()))
+        .or_else(|| {
+            lower
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < plan.stages.len())
+        })
 }
 
 /// The `from=` of a RUN mount, read without expansion (BuildKit allows no variable there).
@@ -1162,6 +1167,10 @@ enum LayerWork {
         label: StepLabel,
     },
 }
+
+/// What keeps a RUN's mount sources alive (temporary trees, cache locks, secret files)
+/// until the command is done.
+type Holds = Vec<Box<dyn std::any::Any>>;
 
 /// The root a `RUN --mount=from=` reads: a stage or image, by its layers.
 #[derive(Debug, Clone)]
@@ -1787,9 +1796,7 @@ impl Build<'_> {
     /// The root a `from=` mount reads: a stage of this build (finished first) or an image.
     fn mount_root(&self, from: &str) -> Result<MountRoot, String> {
         let (state, name) = match mount_stage(&self.plan, from) {
-            Some(i) if self.plan.needed[i] => {
-                (self.wait_stage(i)?, self.plan.stages[i].display())
-            }
+            Some(i) if self.plan.needed[i] => (self.wait_stage(i)?, self.plan.stages[i].display()),
             Some(i) => {
                 return Err(format!(
                     "--mount from={from}: stage {} is not built before this RUN",
@@ -1797,9 +1804,7 @@ impl Build<'_> {
                 ))
             }
             None => {
-                let (mut s, d) = self
-                    .image_state(from, 0)
-                    .map_err(|e| e.to_string())?;
+                let (mut s, d) = self.image_state(from, 0).map_err(|e| e.to_string())?;
                 s.key = *blake3::hash(d.as_str().as_bytes()).as_bytes();
                 (s, from.to_string())
             }
@@ -1852,11 +1857,11 @@ impl Build<'_> {
         plans: Vec<MountPlan>,
         env: &mut Vec<String>,
         ids: &crate::runtime::IdPlan,
-    ) -> Result<(Vec<crate::runtime::Mount>, Vec<Box<dyn std::any::Any>>), String> {
+    ) -> Result<(Vec<crate::runtime::Mount>, Holds), String> {
         use crate::runtime::{Mount, MountKind};
         let tmp = self.store.root().join("tmp");
         let mut out = Vec::new();
-        let mut holds: Vec<Box<dyn std::any::Any>> = Vec::new();
+        let mut holds: Holds = Vec::new();
         let mut secret_dir: Option<Scratch> = None;
         for (i, plan) in plans.into_iter().enumerate() {
             match plan {

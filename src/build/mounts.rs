@@ -238,8 +238,7 @@ fn set_owner_mode(path: &Path, mode: u32, uid: u32, gid: u32, ids: &IdPlan) -> R
             // Rootless, a file now owned by another container id is chmodded there.
             let p = path.to_path_buf();
             as_container_root(ids, &mut || {
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode))
-                    .map_err(|e| e.to_string())
+                fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())
             })
         })
         .map_err(|e| format!("chmod {}: {e}", path.display()))
@@ -503,7 +502,13 @@ mod tests {
             parse_secret("src=/run/key.pem").unwrap(),
             ("key.pem".into(), SecretSource::File("/run/key.pem".into()))
         );
-        for bad in ["id=a,src=/f,env=V", "id=a,type=ssh", "id=a,colour=red", "novalue", "src="] {
+        for bad in [
+            "id=a,src=/f,env=V",
+            "id=a,type=ssh",
+            "id=a,colour=red",
+            "novalue",
+            "src=",
+        ] {
             assert!(parse_secret(bad).is_err(), "{bad}");
         }
     }

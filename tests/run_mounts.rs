@@ -287,6 +287,47 @@ fn bind_from_context(who: As) {
     assert!(log.contains("[stage-0 2/5] CACHED"), "{log}");
 }
 
+/// Without a `.dockerignore` a read-only bind is the context itself; a symlink source is
+/// never followed to the host.
+#[test]
+fn bind_of_an_unfiltered_context_and_symlink_sources() {
+    let e = Env::new(As::Rootless);
+    let ctx = e.context(
+        "plain",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:latest
+RUN --mount=target=/src sh -c 'cat /src/d/a; touch /src/new 2>/dev/null || echo read-only'
+",
+            ),
+            ("d/a", "plain\n"),
+        ],
+    );
+    let log = e.build_ok(&ctx, "plain:1", &[], &[]);
+    assert_eq!(
+        step_output(&log, "stage-0", 2),
+        ["plain", "read-only"],
+        "{log}"
+    );
+    assert!(!ctx.join("new").exists());
+    std::os::unix::fs::symlink("/etc", ctx.join("hostetc")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:latest
+RUN --mount=target=/e,source=hostetc cat /e/hostname
+",
+    )
+    .unwrap();
+    let out = e.build(&ctx, "plain:2", &[], &[]);
+    let t = text(&out);
+    assert!(!out.status.success(), "{t}");
+    assert!(
+        t.contains("Dockerfile:2") && t.contains("not a file or directory"),
+        "{t}"
+    );
+}
+
 #[test]
 fn bind_from_context_as_root() {
     bind_from_context(As::Root);

@@ -165,6 +165,9 @@ struct Build<'a> {
     plan: Plan,
     lexer: Lexer,
     listing: OnceLock<Result<Arc<Listing>, String>>,
+    /// Set with the listing: whether no `.dockerignore` pattern applies, so the context on
+    /// disk is the context as sent (a read-only bind may then use it directly).
+    context_unfiltered: OnceLock<bool>,
     stat_cache: Mutex<StatCache>,
     stat_cache_path: PathBuf,
     results: Mutex<Vec<Option<Result<State, String>>>>,
@@ -282,6 +285,7 @@ pub fn build(
         reporter,
         lexer: Lexer::new(ast.escape),
         listing: OnceLock::new(),
+        context_unfiltered: OnceLock::new(),
         stat_cache: Mutex::new(StatCache::load(&stat_cache_path)),
         stat_cache_path,
         results: Mutex::new(vec![None; stages]),
@@ -364,6 +368,7 @@ impl Build<'_> {
                         .unwrap_or(std::path::Path::new("Dockerfile")),
                 )
                 .map_err(|e| e.to_string())?;
+                let _ = self.context_unfiltered.set(patterns.is_empty());
                 let m =
                     PatternMatcher::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
                 Listing::scan(&self.opts.context, &m)
@@ -1871,6 +1876,19 @@ impl Build<'_> {
                     readonly,
                 } => {
                     let listing = self.listing()?;
+                    // Nothing ignored and nothing written: the context itself, read-only.
+                    // (Never through a symlink: that would bind a host path.)
+                    let plain = source.is_empty()
+                        || listing.get(&source).is_some_and(|e| {
+                            matches!(
+                                e.kind,
+                                crate::context::walk::Kind::Dir | crate::context::walk::Kind::File
+                            )
+                        });
+                    if readonly && plain && self.context_unfiltered.get() == Some(&true) {
+                        out.push(Mount::bind(listing.disk_path(&source), target, true));
+                        continue;
+                    }
                     let s = Scratch::new(&tmp, "bind-")?;
                     let path =
                         rmounts::context_tree(&listing, &source, &s.path().join("src"), readonly)?;

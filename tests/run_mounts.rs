@@ -304,7 +304,13 @@ RUN --mount=target=/src sh -c 'cat /src/d/a; touch /src/new 2>/dev/null || echo 
             ("d/a", "plain\n"),
         ],
     );
-    let log = e.build_ok(&ctx, "plain:1", &[], &[]);
+    // A relative context path (kiln's working directory is the test's directory).
+    let out = e.kiln(
+        &["build", "--progress=plain", "-t", "plain:1", "plain"],
+        &[],
+    );
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
     assert_eq!(
         step_output(&log, "stage-0", 2),
         ["plain", "read-only"],

@@ -1886,7 +1886,15 @@ impl Build<'_> {
                             )
                         });
                     if readonly && plain && self.context_unfiltered.get() == Some(&true) {
-                        out.push(Mount::bind(listing.disk_path(&source), target, true));
+                        // Absolute: the runtime mounts from another working directory.
+                        let root = std::fs::canonicalize(&listing.root)
+                            .map_err(|e| format!("{}: {e}", listing.root.display()))?;
+                        let path = if source.is_empty() {
+                            root
+                        } else {
+                            root.join(&source)
+                        };
+                        out.push(Mount::bind(path, target, true));
                         continue;
                     }
                     let s = Scratch::new(&tmp, "bind-")?;

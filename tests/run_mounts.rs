@@ -387,6 +387,45 @@ fn bind_from_stage_stays_inside_it(who: As) {
     );
 }
 
+/// Only the content of what a stage mount binds is in the key (BuildKit's testMountRWCache).
+#[test]
+fn a_stage_mount_is_keyed_by_the_content_it_binds() {
+    let e = Env::new(As::Root);
+    let ctx = e.context(
+        "key",
+        &[(
+            "Dockerfile",
+            "FROM busybox:latest AS build
+ARG OTHER
+ARG OUT
+RUN mkdir /out && echo \"$OUT\" > /out/f && echo \"$OTHER\" > /other
+             FROM busybox:latest
+RUN --mount=from=build,source=/out,target=/o cat /o/f
+",
+        )],
+    );
+    let args = |other: &'static str, out: &'static str| {
+        vec![
+            "--build-arg".to_string(),
+            format!("OTHER={other}"),
+            "--build-arg".to_string(),
+            format!("OUT={out}"),
+        ]
+    };
+    let build = |tag: &str, a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        e.build_ok(&ctx, tag, &a, &[])
+    };
+    let log = build("key:1", args("a", "one"));
+    assert_eq!(step_output(&log, "stage-1", 2), ["one"], "{log}");
+    // The stage is rebuilt, but /out is the same: the RUN stays cached.
+    let log = build("key:2", args("b", "one"));
+    assert!(!log.contains("[build 4/4] CACHED"), "{log}");
+    assert!(log.contains("[stage-1 2/2] CACHED"), "{log}");
+    let log = build("key:3", args("b", "two"));
+    assert_eq!(step_output(&log, "stage-1", 2), ["two"], "{log}");
+}
+
 #[test]
 fn bind_from_stage_as_root() {
     bind_from_stage_stays_inside_it(As::Root);

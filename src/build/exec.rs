@@ -1227,6 +1227,61 @@ enum MountPlan {
     },
 }
 
+/// Hash the entry at `path` of a view (named `rel` below the hashed root) and what it holds.
+fn hash_view_tree(
+    view: &View,
+    path: &str,
+    rel: &str,
+    h: &mut blake3::Hasher,
+) -> Result<(), String> {
+    use crate::layer::index::Kind as K;
+    let Some(found) = view.resolve(path, false).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    let m = found.meta;
+    h.update(rel.as_bytes());
+    h.update(b"\0");
+    h.update(&m.mode.to_le_bytes());
+    h.update(&m.uid.to_le_bytes());
+    h.update(&m.gid.to_le_bytes());
+    match &m.kind {
+        K::File | K::Hardlink(_) => {
+            h.update(b"f");
+            let mut data = view.open(&found).map_err(|e| e.to_string())?;
+            let mut fh = blake3::Hasher::new();
+            std::io::copy(&mut data, &mut fh).map_err(|e| format!("{path}: {e}"))?;
+            h.update(fh.finalize().as_bytes());
+        }
+        K::Dir => {
+            h.update(b"d");
+            for name in view.read_dir(path) {
+                let child = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}/{name}")
+                };
+                let child_rel = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}/{name}")
+                };
+                hash_view_tree(view, &child, &child_rel, h)?;
+            }
+        }
+        K::Symlink(t) => {
+            h.update(b"l");
+            h.update(t.as_bytes());
+        }
+        K::Char(a, b) | K::Block(a, b) => {
+            h.update(format!("c{a}:{b}").as_bytes());
+        }
+        K::Fifo => {
+            h.update(b"p");
+        }
+    }
+    Ok(())
+}
+
 /// `source` resolved inside an unpacked root (symlinks cannot leave it).
 fn in_root(s: &Scratch, source: &str, name: &str) -> Result<PathBuf, String> {
     let root = s.path().join("rootfs");
@@ -1658,11 +1713,13 @@ impl Build<'_> {
                             }
                         }
                         Some(from) => {
-                            let root = self.mount_root(from)?;
+                            let (root, state) = self.mount_root(from)?;
+                            // The content of what is bound, not the stage's history: a
+                            // rebuilt stage with the same files keeps the step cached.
+                            let digest = self.stage_subtree_digest(&state, &root, &source)?;
                             kb.input(
                                 format!("mount {target} from {}", root.name),
-                                format!("{} {source} ro={}", hex(&root.key), b.readonly)
-                                    .as_bytes(),
+                                format!("{digest} {source} ro={}", b.readonly).as_bytes(),
                             );
                             MountPlan::Root {
                                 target,
@@ -1678,7 +1735,7 @@ impl Build<'_> {
                     let target = target_of(&c.target);
                     let id = c.cache_id().to_string();
                     let seed = match c.from.as_deref() {
-                        Some(from) => Some(self.mount_root(from)?),
+                        Some(from) => Some(self.mount_root(from)?.0),
                         None => None,
                     };
                     kb.input(
@@ -1798,8 +1855,43 @@ impl Build<'_> {
         Ok(set.finalize().to_hex().to_string())
     }
 
+    /// blake3 over the tree at `source` in a stage (symlinks resolved inside it): paths,
+    /// kinds, modes, owners and file contents. Remembered per stage key and source, so an
+    /// unchanged stage is not read again.
+    fn stage_subtree_digest(
+        &self,
+        state: &State,
+        root: &MountRoot,
+        source: &str,
+    ) -> Result<String, String> {
+        let memo = {
+            let mut h = blake3::Hasher::new();
+            h.update(b"mount-source-v1\0");
+            h.update(&root.key);
+            h.update(source.as_bytes());
+            h.finalize().to_hex().to_string()
+        };
+        if let Some(d) = self.store.get_meta("mountsrc", &memo) {
+            if let Ok(d) = String::from_utf8(d) {
+                return Ok(d);
+            }
+        }
+        let view = state.view()?;
+        let not_found = || format!("\"/{source}\" not found in {}", root.name);
+        let found = view
+            .resolve(source, true)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(not_found)?;
+        let mut h = blake3::Hasher::new();
+        hash_view_tree(&view, &found.path, "", &mut h)?;
+        let digest = h.finalize().to_hex().to_string();
+        // Only an optimisation: failing to save it costs a rehash next time.
+        let _ = self.store.put_meta("mountsrc", &memo, digest.as_bytes());
+        Ok(digest)
+    }
+
     /// The root a `from=` mount reads: a stage of this build (finished first) or an image.
-    fn mount_root(&self, from: &str) -> Result<MountRoot, String> {
+    fn mount_root(&self, from: &str) -> Result<(MountRoot, State), String> {
         let (state, name) = match mount_stage(&self.plan, from) {
             Some(i) if self.plan.needed[i] => (self.wait_stage(i)?, self.plan.stages[i].display()),
             Some(i) => {
@@ -1814,7 +1906,7 @@ impl Build<'_> {
                 (s, from.to_string())
             }
         };
-        Ok(MountRoot {
+        let root = MountRoot {
             name,
             key: state.key,
             layers: state
@@ -1822,7 +1914,8 @@ impl Build<'_> {
                 .iter()
                 .map(|l| (l.desc.digest.clone(), l.path.clone()))
                 .collect(),
-        })
+        };
+        Ok((root, state))
     }
 
     /// A stage's root unpacked: shared by the build's read-only mounts of it, or a fresh

@@ -589,6 +589,27 @@ fn secret_id_alone_reads_the_env_and_required_missing_names_the_line() {
 }
 
 #[test]
+fn a_mount_from_a_later_or_the_same_stage_is_refused() {
+    let e = Env::new(As::Root);
+    for (df, want) in [
+        (
+            "FROM busybox:latest\nRUN --mount=from=later,target=/l true\nFROM busybox:latest AS later\n",
+            "Dockerfile:2",
+        ),
+        (
+            "FROM busybox:latest AS me\nRUN --mount=type=cache,target=/c,from=me true\n",
+            "circular dependency detected on stage: me",
+        ),
+    ] {
+        let ctx = e.context("order", &[("Dockerfile", df)]);
+        let out = e.build(&ctx, "order:1", &[], &[]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{t}");
+        assert!(t.contains(want), "{t}");
+    }
+}
+
+#[test]
 fn ssh_mounts_are_refused_by_line() {
     let e = Env::new(As::Root);
     let ctx = e.context(

@@ -129,6 +129,9 @@ pub fn redact(text: &str, values: &[&str]) -> String {
 #[derive(Debug)]
 pub(crate) struct Scratch {
     path: PathBuf,
+    /// Held on the directory itself: the store's gc leaves locked `tmp/` entries alone, so a
+    /// stage root kept for a long build is not swept from under it.
+    _lock: Option<FileLock>,
 }
 
 impl Scratch {
@@ -139,7 +142,11 @@ impl Scratch {
             .prefix(prefix)
             .tempdir_in(parent)
             .map_err(|e| format!("{}: {e}", parent.display()))?;
-        Ok(Scratch { path: dir.keep() })
+        let path = dir.keep();
+        let lock = fs::File::open(&path)
+            .ok()
+            .and_then(|f| FileLock::try_from_file(f, path.clone()).ok().flatten());
+        Ok(Scratch { path, _lock: lock })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -448,6 +455,7 @@ pub(crate) fn hold_cache(
         ));
         let guard = Scratch {
             path: staged.clone(),
+            _lock: None,
         };
         make_cache_dir(&staged, init, ids)?;
         let renamed = fs::rename(&staged, &dir);

@@ -684,6 +684,8 @@ fn secret_looking_build_args_are_warned_about_and_redacted() {
         "{log}"
     );
     assert!(!log.contains("ARG VERSION looks like"), "{log}");
+    assert!(log.contains("ARG API_TOKEN=<redacted>"), "{log}");
+    assert!(!log.contains("default-tok-9b7e"), "{log}");
     let inspect = e.ok(&["inspect", "args:1"]);
     let history = e.ok(&["history", "--no-trunc", "args:1"]);
     assert!(history.contains("ARG API_TOKEN=<redacted>"), "{history}");

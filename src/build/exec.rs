@@ -180,6 +180,9 @@ struct Build<'a> {
     /// Stage roots unpacked for read-only `RUN --mount=from=`, by the stage's key, kept for
     /// the build.
     stage_roots: Mutex<HashMap<Key, Arc<Scratch>>>,
+    /// Values of secret-looking build args (given, or ARG defaults as written): kept out of
+    /// the progress lines and the history.
+    secret_values: Vec<String>,
 }
 
 /// Counting semaphore for `--jobs`.
@@ -294,6 +297,7 @@ pub fn build(
         slots: Semaphore::new(opts.jobs),
         steps: Mutex::new(Vec::new()),
         stage_roots: Mutex::new(HashMap::new()),
+        secret_values: secret_values(&instructions, &opts.build_args),
         plan,
     };
     let needed: Vec<usize> = (0..stages).filter(|i| b.plan.needed[*i]).collect();
@@ -567,7 +571,10 @@ impl Build<'_> {
         for (n, (l, from)) in steps.iter().enumerate() {
             let lab = StepLabel {
                 total,
-                ..label(n + 2, &l.original)
+                ..label(
+                    n + 2,
+                    &rmounts::redact(&l.original, &self.secret_values_ref()),
+                )
             };
             let identity = self.step_identity(idx, n);
             let start = Instant::now();
@@ -750,18 +757,17 @@ impl Build<'_> {
     /// A step's history line: its text, with the values of secret-looking build args
     /// redacted (they would otherwise be kept in the image, e.g. an `ARG TOKEN=default`).
     fn history_text(&self, st: &State, l: &Located) -> String {
-        let mut values: Vec<&str> = Vec::new();
-        for (k, v) in &self.opts.build_args {
-            if rmounts::looks_secret(k) {
-                values.push(v);
-            }
-        }
+        let mut values = self.secret_values_ref();
         for (k, v) in st.args.iter().chain(self.plan.global_args.iter()) {
             if let (true, Some(v)) = (rmounts::looks_secret(k), v) {
                 values.push(v);
             }
         }
         rmounts::redact(&l.original, &values)
+    }
+
+    fn secret_values_ref(&self) -> Vec<&str> {
+        self.secret_values.iter().map(String::as_str).collect()
     }
 
     /// Where an ONBUILD trigger's `COPY --from` reads: a stage of the child's Dockerfile
@@ -1004,6 +1010,24 @@ fn warn_secret_names(instructions: &[Located], file: &str, reporter: &dyn Report
             _ => {}
         }
     }
+}
+
+/// Values to redact: those of secret-looking build args given to the build, and the
+/// defaults such ARGs are declared with.
+fn secret_values(instructions: &[Located], build_args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut values: Vec<String> = build_args
+        .iter()
+        .filter(|(k, _)| rmounts::looks_secret(k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    for l in instructions {
+        if let Instruction::Arg(a) = &l.instruction {
+            for d in a.args.iter().filter(|d| rmounts::looks_secret(&d.name)) {
+                values.extend(d.default.clone());
+            }
+        }
+    }
+    values
 }
 
 /// The stage a `--mount` `from=` names: by name (case-insensitive) or index, else an image.

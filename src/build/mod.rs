@@ -5,8 +5,8 @@ pub mod add;
 pub mod copy;
 pub mod exec;
 pub mod key;
-pub mod remote;
 pub mod mounts;
+pub mod remote;
 mod run;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};

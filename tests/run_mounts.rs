@@ -225,6 +225,27 @@ fn cache_mount_persists_outside_the_layer(who: As) {
     assert!(e.store().join("cache-mounts").is_dir());
 }
 
+/// `sharing=locked` RUNs of two stages running at once never use the cache together (each
+/// claims it with mkdir, which fails while the other holds it); both see the same cache.
+#[test]
+fn locked_cache_mounts_are_used_one_at_a_time() {
+    let e = Env::new(As::Rootless);
+    let run = |name: &str| {
+        format!(
+            "FROM busybox:latest AS {name}\nRUN --mount=type=cache,id=shared,target=/c,sharing=locked sh -c 'mkdir /c/inside && sleep 0.5 && rmdir /c/inside && echo {name} >> /c/log'\n"
+        )
+    };
+    let df = format!(
+        "{}{}FROM busybox:latest\nCOPY --from=a /etc/group /a\nCOPY --from=b /etc/group /b\n\
+         RUN --mount=type=cache,id=shared,target=/c,sharing=private sort /c/log\n",
+        run("a"),
+        run("b")
+    );
+    let ctx = e.context("locked", &[("Dockerfile", &df)]);
+    let log = e.build_ok(&ctx, "locked:1", &["--jobs", "2"], &[]);
+    assert_eq!(step_output(&log, "stage-2", 4), ["a", "b"], "{log}");
+}
+
 #[test]
 fn cache_mount_as_root() {
     cache_mount_persists_outside_the_layer(As::Root);
@@ -355,10 +376,12 @@ fn bind_from_stage_stays_inside_it(who: As) {
              FROM busybox:latest\n\
              RUN --mount=from=base,source=/out/up,target=/m sh -c 'cat /m/marker /m/out/f; test -e /m/work && echo HOST; true'\n\
              RUN --mount=from=base,source=out/rel,target=/m,rw sh -c 'cat /m/marker; echo x > /m/marker'\n\
-             RUN --mount=from=0,source=/marker,target=/one cat /one\n",
+             RUN --mount=from=0,source=/marker,target=/one cat /one\n\
+             RUN --mount=from=busybox:latest,source=/etc/group,target=/g head -n 1 /g\n",
         )],
     );
     let log = e.build_ok(&ctx, "stage:1", &[], &[]);
+    assert_eq!(step_output(&log, "stage-1", 5), ["root:x:0:"], "{log}");
     assert_eq!(
         step_output(&log, "stage-1", 2),
         ["stage-root", "built"],

@@ -7,6 +7,10 @@ use super::copy::{
     self, Chmod, ContextFs, Data, Item, Placement, Selection, SrcEntry, SrcKind, ViewFs,
 };
 use super::key::{self, hex, Input, Key, KeyBuilder};
+use super::mounts::{self as rmounts, Scratch};
+use run_mounts::{add_mount_deps, MountPlan};
+
+mod run_mounts;
 use super::remote::{RemoteCache, StepRecord};
 use crate::context::hash::{hash_files, StatCache};
 use crate::context::ignore::PatternMatcher;
@@ -18,7 +22,7 @@ use crate::layer::index::{LayerIndex, View};
 use crate::plan::{self, Base, Plan, Platform};
 use crate::progress::{Event, Reporter, StepLabel};
 use crate::store::{CacheEntry, Store};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
@@ -47,6 +51,10 @@ pub struct BuildOptions {
     pub pull: bool,
     /// `--isolation` of RUN steps.
     pub isolation: crate::runtime::Isolation,
+    /// `--secret`: secrets RUN --mount=type=secret can use, by id.
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
+    /// `--network`: the network of every RUN that does not choose its own.
+    pub network: ins::Network,
 }
 
 /// The image a build made.
@@ -162,6 +170,9 @@ struct Build<'a> {
     plan: Plan,
     lexer: Lexer,
     listing: OnceLock<Result<Arc<Listing>, String>>,
+    /// Set with the listing: whether no `.dockerignore` pattern applies, so the context on
+    /// disk is the context as sent (a read-only bind may then use it directly).
+    context_unfiltered: OnceLock<bool>,
     stat_cache: Mutex<StatCache>,
     stat_cache_path: PathBuf,
     results: Mutex<Vec<Option<Result<State, String>>>>,
@@ -171,6 +182,12 @@ struct Build<'a> {
     done: Condvar,
     slots: Semaphore,
     steps: Mutex<Vec<StepRecord>>,
+    /// Stage roots unpacked for read-only `RUN --mount=from=`, by the stage's key, kept for
+    /// the build.
+    stage_roots: Mutex<HashMap<Key, Arc<Scratch>>>,
+    /// Values of secret-looking build args (given, or ARG defaults as written): kept out of
+    /// the progress lines and the history.
+    secret_values: Vec<String>,
 }
 
 /// Counting semaphore for `--jobs`.
@@ -249,7 +266,8 @@ pub fn build(
         reporter.event(Event::Warning(&format!("{file}:{}: {}", w.line, w.message)));
     }
     let instructions = ins::lower(&ast).map_err(named)?;
-    let plan = plan::plan(
+    warn_secret_names(&instructions, &file, reporter);
+    let mut plan = plan::plan(
         &instructions,
         &plan::PlanOptions {
             build_args: opts.build_args.clone(),
@@ -260,6 +278,7 @@ pub fn build(
         },
     )
     .map_err(named)?;
+    add_mount_deps(&mut plan).map_err(named)?;
     let context_id = blake3::hash(
         std::fs::canonicalize(&opts.context)
             .unwrap_or_else(|_| opts.context.clone())
@@ -274,6 +293,7 @@ pub fn build(
         reporter,
         lexer: Lexer::new(ast.escape),
         listing: OnceLock::new(),
+        context_unfiltered: OnceLock::new(),
         stat_cache: Mutex::new(StatCache::load(&stat_cache_path)),
         stat_cache_path,
         results: Mutex::new(vec![None; stages]),
@@ -281,6 +301,8 @@ pub fn build(
         done: Condvar::new(),
         slots: Semaphore::new(opts.jobs),
         steps: Mutex::new(Vec::new()),
+        stage_roots: Mutex::new(HashMap::new()),
+        secret_values: secret_values(&instructions, &opts.build_args),
         plan,
     };
     let needed: Vec<usize> = (0..stages).filter(|i| b.plan.needed[*i]).collect();
@@ -355,6 +377,7 @@ impl Build<'_> {
                         .unwrap_or(std::path::Path::new("Dockerfile")),
                 )
                 .map_err(|e| e.to_string())?;
+                let _ = self.context_unfiltered.set(patterns.is_empty());
                 let m =
                     PatternMatcher::new(&patterns).map_err(|e| format!(".dockerignore: {e}"))?;
                 Listing::scan(&self.opts.context, &m)
@@ -553,7 +576,10 @@ impl Build<'_> {
         for (n, (l, from)) in steps.iter().enumerate() {
             let lab = StepLabel {
                 total,
-                ..label(n + 2, &l.original)
+                ..label(
+                    n + 2,
+                    &rmounts::redact(&l.original, &self.secret_values_ref()),
+                )
             };
             let identity = self.step_identity(idx, n);
             let start = Instant::now();
@@ -705,6 +731,7 @@ impl Build<'_> {
             key_hex,
             entry: record,
         });
+        let created_by = self.history_text(&st, l);
         if let Some(desc) = layer {
             st.config.rootfs.diff_ids.push(desc.digest.clone());
             st.layers.push(Arc::new(LayerRef {
@@ -714,13 +741,13 @@ impl Build<'_> {
             }));
             st.config.history.push(crate::image::History {
                 created: Some(created.clone()),
-                created_by: Some(l.original.clone()),
+                created_by: Some(created_by.clone()),
                 ..Default::default()
             });
         } else {
             st.config.history.push(crate::image::History {
                 created: Some(created.clone()),
-                created_by: Some(l.original.clone()),
+                created_by: Some(created_by.clone()),
                 empty_layer: true,
                 ..Default::default()
             });
@@ -730,6 +757,22 @@ impl Build<'_> {
         }
         st.key = key;
         Ok(st)
+    }
+
+    /// A step's history line: its text, with the values of secret-looking build args
+    /// redacted (they would otherwise be kept in the image, e.g. an `ARG TOKEN=default`).
+    fn history_text(&self, st: &State, l: &Located) -> String {
+        let mut values = self.secret_values_ref();
+        for (k, v) in st.args.iter().chain(self.plan.global_args.iter()) {
+            if let (true, Some(v)) = (rmounts::looks_secret(k), v) {
+                values.push(v);
+            }
+        }
+        rmounts::redact(&l.original, &values)
+    }
+
+    fn secret_values_ref(&self) -> Vec<&str> {
+        self.secret_values.iter().map(String::as_str).collect()
     }
 
     /// Where an ONBUILD trigger's `COPY --from` reads: a stage of the child's Dockerfile
@@ -947,6 +990,51 @@ impl Build<'_> {
     }
 }
 
+/// Warn about ARG and ENV names that look like they hold secrets (BuildKit's
+/// SecretsUsedInArgOrEnv): their values end up in the image's history or config.
+fn warn_secret_names(instructions: &[Located], file: &str, reporter: &dyn Reporter) {
+    for l in instructions {
+        let line = l.start_line;
+        match &l.instruction {
+            Instruction::Arg(a) => {
+                for d in a.args.iter().filter(|d| rmounts::looks_secret(&d.name)) {
+                    reporter.event(Event::Warning(&format!(
+                        "{file}:{line}: ARG {} looks like a secret: build args are visible in the image history; use --secret",
+                        d.name
+                    )));
+                }
+            }
+            Instruction::Env(e) => {
+                for kv in e.vars.iter().filter(|kv| rmounts::looks_secret(&kv.key)) {
+                    reporter.event(Event::Warning(&format!(
+                        "{file}:{line}: ENV {} looks like a secret: ENV values are stored in the image config; use --secret",
+                        kv.key
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Values to redact: those of secret-looking build args given to the build, and the
+/// defaults such ARGs are declared with.
+fn secret_values(instructions: &[Located], build_args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut values: Vec<String> = build_args
+        .iter()
+        .filter(|(k, _)| rmounts::looks_secret(k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    for l in instructions {
+        if let Instruction::Arg(a) = &l.instruction {
+            for d in a.args.iter().filter(|d| rmounts::looks_secret(&d.name)) {
+                values.extend(d.default.clone());
+            }
+        }
+    }
+    values
+}
+
 /// An ARG's value as a key input; unset differs from empty.
 fn arg_bytes(v: &Option<String>) -> &[u8] {
     v.as_deref().map(str::as_bytes).unwrap_or(b"\0unset")
@@ -1029,6 +1117,7 @@ enum LayerWork {
         network: crate::runtime::Network,
         /// Heredoc scripts run as files (`#!`), at /dev/pipes/NAME.
         pipes: Vec<super::run::PipeFile>,
+        mounts: Vec<MountPlan>,
         label: StepLabel,
     },
 }
@@ -1309,10 +1398,11 @@ impl Build<'_> {
                 env,
                 network,
                 pipes,
+                mounts,
                 label,
             } => {
                 return self
-                    .run_command(st, argv, env, network, pipes, &label)
+                    .run_command(st, argv, env, network, pipes, mounts, &label)
                     .map(Some)
             }
             LayerWork::Workdir(dir) => {
@@ -1360,17 +1450,20 @@ impl Build<'_> {
         lab: &StepLabel,
         kb: &mut KeyBuilder,
     ) -> Result<LayerWork, String> {
-        if !r.mounts.is_empty() {
-            return Err("RUN --mount is not supported yet".into());
-        }
         if !r.devices.is_empty() {
             return Err("RUN --device is not supported".into());
         }
-        let network = match r.network {
+        // A RUN's own --network wins; `default` is the build's (`kiln build --network`).
+        let requested = match r.network {
+            ins::Network::Default => self.opts.network,
+            own => own,
+        };
+        let network = match requested {
             ins::Network::None => crate::runtime::Network::None,
             // The default is the host's network, as BuildKit's: rootless installs need no tun.
             ins::Network::Default | ins::Network::Host => crate::runtime::Network::Host,
         };
+        let mounts = self.prepare_mounts(st, r, kb)?;
         let c = &st.config.config;
         let (argv, pipes) = match (&r.command, r.files.is_empty()) {
             (_, true) => (self.command_of(&r.command, &c.shell), Vec::new()),
@@ -1414,18 +1507,21 @@ impl Build<'_> {
             env,
             network,
             pipes,
+            mounts,
             label: lab.clone(),
         })
     }
 
     /// Run a RUN's command on the stage's layers and write the overlay upper dir as a layer.
+    #[allow(clippy::too_many_arguments)]
     fn run_command(
         &self,
         st: &State,
         argv: Vec<String>,
-        env: Vec<String>,
+        mut env: Vec<String>,
         network: crate::runtime::Network,
         pipes: Vec<super::run::PipeFile>,
+        mounts: Vec<MountPlan>,
         label: &StepLabel,
     ) -> Result<Descriptor, String> {
         use crate::runtime;
@@ -1457,6 +1553,8 @@ impl Build<'_> {
             .tempdir_in(&tmp)
             .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let layer_tar = scratch.path().join("layer.tar");
+        // Dropped after the command: temporary trees, cache locks, secret files.
+        let (mounts, _holds) = self.materialize_mounts(mounts, &mut env, &ids)?;
         let spec = runtime::RunSpec {
             lowers,
             scratch: scratch.path().to_path_buf(),
@@ -1472,7 +1570,7 @@ impl Build<'_> {
                 .into_iter()
                 .map(|p| (p.name, p.data, p.mode))
                 .collect(),
-            mounts: Vec::new(),
+            mounts,
             source_date_epoch: self.opts.source_date_epoch,
             confine: runtime::Confinement {
                 isolation: self.opts.isolation,

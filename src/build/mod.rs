@@ -5,8 +5,10 @@ pub mod add;
 pub mod copy;
 pub mod exec;
 pub mod key;
+pub mod mounts;
 pub mod remote;
 mod run;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};
+pub use mounts::{cache_mounts_dir, SecretSource};
 pub use remote::{RemoteCache, StepRecord};

@@ -13,6 +13,16 @@ pub enum Progress {
     Tty,
 }
 
+/// `kiln build --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildNetwork {
+    /// The host's network (as BuildKit's default, rootless installs need no tun device).
+    Default,
+    Host,
+    /// Only loopback.
+    None,
+}
+
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     /// Name and optionally a tag (`name:tag`); may be given several times.
@@ -67,6 +77,14 @@ pub struct BuildArgs {
     /// namespace, for CI containers that forbid them; needs root; isolates less).
     #[arg(long, value_enum, default_value = "default")]
     pub isolation: super::run::IsolationArg,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE`, `id=ID,env=VAR`, or `id=ID`
+    /// (the environment variable ID); may be repeated. Never stored in the image or cache.
+    #[arg(long = "secret", value_name = "id=ID[,src=FILE|env=VAR]")]
+    pub secrets: Vec<String>,
+    /// The network of RUN steps that do not set their own: `default` (the host's), `host`,
+    /// or `none` (only loopback: a hermetic build).
+    #[arg(long, value_enum, default_value = "default")]
+    pub network: BuildNetwork,
     /// The build context directory.
     pub context: PathBuf,
 }

@@ -1,6 +1,6 @@
 //! `kiln build`.
 
-use super::args::{BuildArgs, Progress};
+use super::args::{BuildArgs, BuildNetwork, Progress};
 use anyhow::{bail, Context};
 use kiln::build::{self, BuildOptions, RemoteCache};
 use kiln::image::Reference;
@@ -33,6 +33,16 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    let mut secrets = BTreeMap::new();
+    for spec in &args.secrets {
+        let (id, source) = build::mounts::parse_secret(spec).map_err(anyhow::Error::msg)?;
+        if let build::SecretSource::File(p) = &source {
+            if !p.is_file() {
+                bail!("--secret {id}: {}: no such file", p.display());
+            }
+        }
+        secrets.insert(id, source);
     }
     let mut labels = BTreeMap::new();
     for l in &args.labels {
@@ -106,6 +116,12 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         remote_cache,
         pull: args.pull,
         isolation: args.isolation.resolve()?,
+        secrets,
+        network: match args.network {
+            BuildNetwork::Default => kiln::dockerfile::instruction::Network::Default,
+            BuildNetwork::Host => kiln::dockerfile::instruction::Network::Host,
+            BuildNetwork::None => kiln::dockerfile::instruction::Network::None,
+        },
     };
     let built = build::build(store, &opts, reporter.as_ref())?;
     kiln::store::gc::apply_policy(store).context("applying the gc policy (gc.keep-storage)")?;

@@ -49,6 +49,9 @@ pub struct BuildOptions {
     pub remote_cache: Option<Arc<dyn RemoteCache>>,
     /// `--pull`: check registry bases for a newer image even when the store has one.
     pub pull: bool,
+    /// Fetch every layer a remote cache hit names, even of stages the image does not
+    /// contain (exporting the build's cache needs them all); else only what is read.
+    pub fetch_remote_layers: bool,
     /// `--isolation` of RUN steps.
     pub isolation: crate::runtime::Isolation,
     /// `--secret`: secrets RUN --mount=type=secret can use, by id.
@@ -97,19 +100,87 @@ pub enum BuildError {
 /// A layer of a stage: its blob in the store and, when something reads it, its index.
 #[derive(Debug)]
 struct LayerRef {
+    /// Its size is 0 while the layer is [`LayerRef::pending`].
     desc: Descriptor,
     path: PathBuf,
     index: OnceLock<Arc<LayerIndex>>,
+    /// A remote cache's layer not fetched yet: fetched when first read or exported, so a
+    /// hit on a stage the final image does not contain downloads nothing.
+    pending: Option<PendingLayer>,
+}
+
+#[derive(Debug)]
+struct PendingLayer {
+    remote: Arc<dyn RemoteCache>,
+    store: Store,
+    key_hex: String,
+    created: String,
+    fetched: OnceLock<Result<u64, String>>,
 }
 
 impl LayerRef {
+    fn local(store: &Store, desc: Descriptor) -> LayerRef {
+        LayerRef {
+            path: store.blob_path(&desc.digest),
+            desc,
+            index: OnceLock::new(),
+            pending: None,
+        }
+    }
+
+    /// Fetch the layer if it is still remote; returns its size.
+    fn ready(&self) -> Result<u64, String> {
+        let Some(p) = &self.pending else {
+            return Ok(self.desc.size);
+        };
+        p.fetched
+            .get_or_init(|| {
+                let size = p.remote.fetch_layer(&p.store, &p.key_hex)?;
+                // Now that its blob is here, the step is a local hit for the next build.
+                let desc = Descriptor::new(
+                    crate::image::media::OCI_LAYER_TAR,
+                    self.desc.digest.clone(),
+                    size,
+                );
+                let mut entry = CacheEntry::new(Some(desc), None, serde_json::Value::Null);
+                entry.created = p.created.clone();
+                p.store
+                    .cache_put(&p.key_hex, &entry)
+                    .map_err(|e| e.to_string())?;
+                Ok(size)
+            })
+            .clone()
+    }
+
+    /// The layer's descriptor (uncompressed, under its diffID), fetched first if remote.
+    fn descriptor(&self) -> Result<Descriptor, String> {
+        let size = self.ready()?;
+        Ok(Descriptor {
+            size,
+            ..self.desc.clone()
+        })
+    }
+
+    /// The layer's tar in the store, fetched first if remote.
+    fn tar(&self) -> Result<&Path, String> {
+        self.ready()?;
+        Ok(&self.path)
+    }
+
     fn index(&self) -> Result<Arc<LayerIndex>, String> {
         if let Some(i) = self.index.get() {
             return Ok(i.clone());
         }
-        let i = Arc::new(LayerIndex::read_file(&self.path).map_err(|e| e.to_string())?);
+        let i = Arc::new(LayerIndex::read_file(self.tar()?).map_err(|e| e.to_string())?);
         Ok(self.index.get_or_init(|| i).clone())
     }
+}
+
+/// Where a step's cache hit came from.
+enum Hit {
+    Local(CacheEntry),
+    /// Known to the remote cache; its layer (if any) is fetched only when read.
+    Remote(super::remote::RemoteStep),
 }
 
 /// A stage's state between steps, and its result.
@@ -128,11 +199,15 @@ struct State {
 
 impl State {
     fn view(&self) -> Result<View, String> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
+        Self::view_of(&self.layers)
+    }
+
+    fn view_of(of: &[Arc<LayerRef>]) -> Result<View, String> {
+        let mut layers = Vec::with_capacity(of.len());
+        for l in of {
             layers.push(crate::layer::index::Layer {
                 index: l.index()?,
-                tar: l.path.clone(),
+                tar: l.tar()?.to_path_buf(),
             });
         }
         Ok(View::new(layers))
@@ -431,11 +506,7 @@ impl Build<'_> {
                 .ensure_uncompressed(desc, diff_id)
                 .map_err(|e| BuildError::Other(format!("{reference}: {e}")))?;
             let d = Descriptor::new(crate::image::media::OCI_LAYER_TAR, diff_id.clone(), size);
-            layers.push(Arc::new(LayerRef {
-                path: self.store.blob_path(diff_id),
-                desc: d,
-                index: OnceLock::new(),
-            }));
+            layers.push(Arc::new(LayerRef::local(self.store, d)));
         }
         let created = config.created.clone().unwrap_or_default();
         Ok((
@@ -679,19 +750,52 @@ impl Build<'_> {
             None
         } else {
             match self.store.cache_get(&key_hex)? {
-                Some(entry) => Some(entry),
+                Some(entry) => Some(Hit::Local(entry)),
                 None => self.remote_cache_get(&key_hex)?,
             }
         };
         let (layer, created) = match cached {
-            Some(entry) => {
+            Some(Hit::Local(entry)) => {
                 self.reporter.event(Event::StepCached(lab));
-                let layer = match entry.layer {
-                    Some(desc) if self.store.has_blob(&desc.digest) => Some(desc),
-                    Some(_) => None,
-                    None => None,
-                };
+                // cache_get only answers entries whose blobs are here.
+                let layer = entry
+                    .layer
+                    .map(|desc| Arc::new(LayerRef::local(self.store, desc)));
                 (layer, entry.created.clone())
+            }
+            Some(Hit::Remote(step)) => {
+                self.reporter.event(Event::StepCached(lab));
+                let layer = match (&step.diff_id, &self.opts.remote_cache) {
+                    (Some(diff_id), Some(remote)) => {
+                        let r = Arc::new(LayerRef {
+                            path: self.store.blob_path(diff_id),
+                            desc: Descriptor::new(
+                                crate::image::media::OCI_LAYER_TAR,
+                                diff_id.clone(),
+                                0,
+                            ),
+                            index: OnceLock::new(),
+                            pending: Some(PendingLayer {
+                                remote: remote.clone(),
+                                store: self.store.clone(),
+                                key_hex: key_hex.clone(),
+                                created: step.created.clone(),
+                                fetched: OnceLock::new(),
+                            }),
+                        });
+                        if self.opts.fetch_remote_layers {
+                            r.ready().map_err(|e| self.step_err(l, e))?;
+                        }
+                        Some(r)
+                    }
+                    _ => {
+                        let mut entry = CacheEntry::new(None, None, serde_json::Value::Null);
+                        entry.created = step.created.clone();
+                        self.store.cache_put(&key_hex, &entry)?;
+                        None
+                    }
+                };
+                (layer, step.created.clone())
             }
             None => {
                 if !*reported_miss {
@@ -721,24 +825,29 @@ impl Build<'_> {
                     step: lab,
                     elapsed: start.elapsed(),
                 });
-                (layer, created)
+                (
+                    layer.map(|desc| Arc::new(LayerRef::local(self.store, desc))),
+                    created,
+                )
             }
         };
         self.write_inputs(identity, &inputs);
-        let mut record = CacheEntry::new(layer.clone(), None, serde_json::Value::Null);
+        // A remote layer not fetched is recorded with size 0: exporting a cache fetches
+        // every layer first (`fetch_remote_layers`).
+        let mut record = CacheEntry::new(
+            layer.as_ref().map(|r| r.desc.clone()),
+            None,
+            serde_json::Value::Null,
+        );
         record.created = created.clone();
         lock(&self.steps).push(StepRecord {
             key_hex,
             entry: record,
         });
         let created_by = self.history_text(&st, l);
-        if let Some(desc) = layer {
-            st.config.rootfs.diff_ids.push(desc.digest.clone());
-            st.layers.push(Arc::new(LayerRef {
-                path: self.store.blob_path(&desc.digest),
-                desc,
-                index: OnceLock::new(),
-            }));
+        if let Some(layer) = layer {
+            st.config.rootfs.diff_ids.push(layer.desc.digest.clone());
+            st.layers.push(layer);
             st.config.history.push(crate::image::History {
                 created: Some(created.clone()),
                 created_by: Some(created_by.clone()),
@@ -818,22 +927,11 @@ impl Build<'_> {
 
     /// A local miss asks the remote cache; what it answers is then cached locally. A remote
     /// that fails is only a miss (with a warning): the step can still run.
-    fn remote_cache_get(&self, key_hex: &str) -> Result<Option<CacheEntry>, BuildError> {
+    fn remote_cache_get(&self, key_hex: &str) -> Result<Option<Hit>, BuildError> {
         let Some(remote) = &self.opts.remote_cache else {
             return Ok(None);
         };
-        match remote.fetch(self.store, key_hex) {
-            Ok(Some(entry)) => {
-                self.store.cache_put(key_hex, &entry)?;
-                Ok(Some(entry))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => {
-                self.reporter
-                    .event(Event::Warning(&format!("remote cache: {e}")));
-                Ok(None)
-            }
-        }
+        Ok(remote.lookup(key_hex).map(Hit::Remote))
     }
 
     fn read_inputs(&self, identity: &[u8; 32]) -> Option<Vec<Input>> {
@@ -972,7 +1070,12 @@ impl Build<'_> {
         } else {
             st.created.clone()
         });
-        let layers: Vec<Descriptor> = st.layers.iter().map(|l| l.desc.clone()).collect();
+        let layers: Vec<Descriptor> = st
+            .layers
+            .iter()
+            .map(|l| l.descriptor())
+            .collect::<Result<_, _>>()
+            .map_err(BuildError::Other)?;
         let (manifest, config_digest) = self.store.put_image(&config, &layers)?;
         for t in &self.opts.tags {
             self.store.tag(t, &manifest)?;
@@ -1095,10 +1198,35 @@ impl<'a> CopySpec<'a> {
     }
 }
 
+/// What a COPY --from selects in a stage; done when the step runs.
+struct StageSelect {
+    layers: Vec<Arc<LayerRef>>,
+    name: String,
+    paths: Vec<String>,
+    parents: bool,
+    exclude: Option<PatternMatcher>,
+}
+
+impl StageSelect {
+    fn select(&self) -> Result<Selection, String> {
+        let view = State::view_of(&self.layers)?;
+        let fs = ViewFs {
+            view: &view,
+            name: self.name.clone(),
+        };
+        copy::select(&fs, &self.paths, self.parents, self.exclude.as_ref()).map_err(|e| match e {
+            copy::CopyError::NotFoundInStage(p, _) => format!("\"{p}\" not found in {}", self.name),
+            e => e.to_string(),
+        })
+    }
+}
+
 /// A step's filesystem work, decided before its cache lookup and done only on a miss.
 enum LayerWork {
     Copy {
         selection: Selection,
+        /// COPY --from: what to select from the stage, before `selection`.
+        from_stage: Option<StageSelect>,
         dest: String,
         chown: Option<String>,
         chmod: Option<Chmod>,
@@ -1172,6 +1300,7 @@ impl Build<'_> {
             }
             None => None,
         };
+        let mut deferred = None;
         let mut selection = match from {
             None => {
                 let listing = self.listing()?;
@@ -1228,22 +1357,18 @@ impl Build<'_> {
                         (s, r.clone())
                     }
                 };
+                // The stage's key stands for all of its content: what is selected from it
+                // is found when the step runs, so a hit reads none of the stage's layers
+                // (nor fetches them from a remote cache).
                 kb.input(format!("stage {name}"), &state.key);
-                let view = state.view()?;
-                let fs = ViewFs {
-                    view: &view,
-                    name: name.clone(),
-                };
-                let sel =
-                    copy::select(&fs, &paths, c.parents, exclude.as_ref()).map_err(
-                        |e| match e {
-                            copy::CopyError::NotFoundInStage(p, _) => {
-                                format!("\"{p}\" not found in {name}")
-                            }
-                            e => e.to_string(),
-                        },
-                    )?;
-                sel
+                deferred = Some(StageSelect {
+                    layers: state.layers.clone(),
+                    name,
+                    paths: paths.clone(),
+                    parents: c.parents,
+                    exclude: exclude.clone(),
+                });
+                Selection::default()
             }
         };
         // Heredoc sources are inline files named after their delimiter (bodies already
@@ -1312,6 +1437,7 @@ impl Build<'_> {
         );
         Ok(LayerWork::Copy {
             selection,
+            from_stage: deferred,
             dest: c.sources.dest.clone(),
             chown: c.chown.map(str::to_string),
             chmod,
@@ -1329,6 +1455,7 @@ impl Build<'_> {
         let items: Vec<Item> = match work {
             LayerWork::Copy {
                 mut selection,
+                from_stage,
                 dest,
                 chown,
                 chmod,
@@ -1336,6 +1463,13 @@ impl Build<'_> {
                 fetch,
                 temps: _temps,
             } => {
+                if let Some(stage) = from_stage {
+                    let mut sel = stage.select()?;
+                    sel.items.append(&mut selection.items);
+                    sel.sources += selection.sources;
+                    sel.dest_is_dir |= selection.dest_is_dir;
+                    selection = sel;
+                }
                 let tmp = self.store.root().join("tmp");
                 let mut fetched = Vec::new();
                 for (url, digest) in &fetch {
@@ -1532,7 +1666,7 @@ impl Build<'_> {
         let mut lowers = Vec::with_capacity(st.layers.len());
         for layer in st.layers.iter().rev() {
             lowers.push(
-                runtime::ensure_lower(self.store, &ids, &layer.desc.digest, &layer.path)
+                runtime::ensure_lower(self.store, &ids, &layer.desc.digest, layer.tar()?)
                     .map_err(|e| e.to_string())?,
             );
         }

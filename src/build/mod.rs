@@ -11,4 +11,4 @@ mod run;
 
 pub use exec::{build, host_platform, BuildError, BuildOptions, Built};
 pub use mounts::{cache_mounts_dir, SecretSource};
-pub use remote::{RemoteCache, StepRecord};
+pub use remote::{RemoteCache, RemoteStep, StepRecord};

@@ -2,7 +2,7 @@
 
 use super::args::{BuildArgs, BuildNetwork, Progress};
 use anyhow::{bail, Context};
-use kiln::build::{self, BuildOptions, RemoteCache};
+use kiln::build::{self, BuildOptions, RemoteCache, RemoteStep};
 use kiln::image::Reference;
 use kiln::plan::Platform;
 use kiln::progress::{Event, NullReporter, PlainReporter, Reporter, TtyReporter};
@@ -115,6 +115,7 @@ pub fn run(store: &Store, args: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch,
         remote_cache,
         pull: args.pull,
+        fetch_remote_layers: cache_to.is_some(),
         isolation: args.isolation.resolve()?,
         secrets,
         network: match args.network {
@@ -286,13 +287,20 @@ fn import_caches(
 struct RegistryCaches(Vec<RegistryCache>);
 
 impl RemoteCache for RegistryCaches {
-    fn fetch(&self, store: &Store, key_hex: &str) -> Result<Option<CacheEntry>, String> {
-        for c in &self.0 {
-            if let Some(e) = c.fetch(store, key_hex).map_err(|e| e.to_string())? {
-                return Ok(Some(e));
-            }
-        }
-        Ok(None)
+    fn lookup(&self, key_hex: &str) -> Option<RemoteStep> {
+        self.0.iter().find_map(|c| {
+            c.lookup(key_hex)
+                .map(|(diff_id, created)| RemoteStep { diff_id, created })
+        })
+    }
+
+    fn fetch_layer(&self, store: &Store, key_hex: &str) -> Result<u64, String> {
+        let c = self
+            .0
+            .iter()
+            .find(|c| c.lookup(key_hex).is_some())
+            .ok_or_else(|| format!("no imported cache knows step {key_hex}"))?;
+        c.fetch_layer(store, key_hex).map_err(|e| e.to_string())
     }
 }
 

@@ -120,32 +120,38 @@ impl RegistryCache {
         self.entries.is_empty()
     }
 
-    /// The entry for `key_hex`, its layer downloaded (verified against both digests) into
-    /// `store` unless already there; `None` when the cache does not know the key.
-    pub fn fetch(&self, store: &Store, key_hex: &str) -> Result<Option<CacheEntry>> {
-        let Some(remote) = self.entries.get(key_hex) else {
-            return Ok(None);
+    /// What the cache knows of `key_hex` without fetching anything: the diffID of its layer
+    /// (`None` for a step without one) and its time; `None` when the key is unknown.
+    pub fn lookup(&self, key_hex: &str) -> Option<(Option<Digest>, String)> {
+        let remote = self.entries.get(key_hex)?;
+        Some((remote.diff_id.clone(), remote.created.clone()))
+    }
+
+    /// The layer of `key_hex` downloaded (verified against both digests) into `store` unless
+    /// already there; returns its uncompressed size. Builds call this only for layers they
+    /// read or export, so stages a `mode=max` cache holds cost nothing when they hit.
+    pub fn fetch_layer(&self, store: &Store, key_hex: &str) -> Result<u64> {
+        let Some(RemoteEntry {
+            layer: Some(desc),
+            diff_id: Some(diff_id),
+            ..
+        }) = self.entries.get(key_hex)
+        else {
+            return Err(RegistryError::Usage(format!(
+                "the build cache has no layer for step {key_hex}"
+            )));
         };
-        let layer = match (&remote.layer, &remote.diff_id) {
-            (Some(desc), Some(diff_id)) => {
-                if !store.has_blob(diff_id) {
-                    download_layer(
-                        &self.client,
-                        store,
-                        desc,
-                        diff_id,
-                        self.retries,
-                        &crate::progress::NullReporter,
-                    )?;
-                }
-                let size = store.blob_size(diff_id)?;
-                Some(Descriptor::new(media::OCI_LAYER_TAR, diff_id.clone(), size))
-            }
-            _ => None,
-        };
-        let mut entry = CacheEntry::new(layer, None, serde_json::Value::Null);
-        entry.created = remote.created.clone();
-        Ok(Some(entry))
+        if !store.has_blob(diff_id) {
+            download_layer(
+                &self.client,
+                store,
+                desc,
+                diff_id,
+                self.retries,
+                &crate::progress::NullReporter,
+            )?;
+        }
+        Ok(store.blob_size(diff_id)?)
     }
 }
 

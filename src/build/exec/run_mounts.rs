@@ -434,8 +434,8 @@ impl Build<'_> {
             layers: state
                 .layers
                 .iter()
-                .map(|l| (l.desc.digest.clone(), l.path.clone()))
-                .collect(),
+                .map(|l| Ok((l.desc.digest.clone(), l.tar()?.to_path_buf())))
+                .collect::<Result<_, String>>()?,
         };
         Ok((root, state))
     }

@@ -178,7 +178,7 @@ impl LayerRef {
 
 /// Where a step's cache hit came from.
 enum Hit {
-    Local(CacheEntry),
+    Local(Box<CacheEntry>),
     /// Known to the remote cache; its layer (if any) is fetched only when read.
     Remote(super::remote::RemoteStep),
 }
@@ -750,7 +750,7 @@ impl Build<'_> {
             None
         } else {
             match self.store.cache_get(&key_hex)? {
-                Some(entry) => Some(Hit::Local(entry)),
+                Some(entry) => Some(Hit::Local(Box::new(entry))),
                 None => self.remote_cache_get(&key_hex)?,
             }
         };

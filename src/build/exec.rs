@@ -1472,6 +1472,9 @@ impl Build<'_> {
                 .collect(),
             mounts: Vec::new(),
             source_date_epoch: self.opts.source_date_epoch,
+            ports: Vec::new(),
+            volume_fills: Vec::new(),
+            readonly_root: false,
         };
         let mut pending: Vec<u8> = Vec::new();
         let emit = |line: &[u8]| {

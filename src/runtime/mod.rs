@@ -13,7 +13,10 @@
 pub mod container;
 pub mod ids;
 pub mod mounts;
+pub mod net;
+pub mod ports;
 pub mod rootfs;
+pub mod volumes;
 
 pub use ids::{plan_ids, resolve_user, IdMap, IdPlan, Identity};
 pub use mounts::{Mount, MountKind};
@@ -62,6 +65,9 @@ pub enum Network {
     Host,
     /// A namespace of its own with only loopback.
     None,
+    /// A namespace of its own with loopback, and outbound access through slirp4netns when
+    /// it can run (see [`net::outbound_unavailable`]).
+    Private,
 }
 
 /// What to run, and on what.
@@ -88,6 +94,13 @@ pub struct RunSpec {
     pub pipes: Vec<(String, Vec<u8>, u32)>,
     /// Bind and tmpfs mounts, made in this order (parents before what they hold).
     pub mounts: Vec<Mount>,
+    /// Host sockets of published ports, forwarded into the container's network namespace
+    /// (ignored with [`Network::Host`]).
+    pub ports: Vec<ports::Listener>,
+    /// Named volumes the keeper fills from the image on first use.
+    pub volume_fills: Vec<volumes::VolumeFill>,
+    /// Mount the root read-only (`--read-only`).
+    pub readonly_root: bool,
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
@@ -190,6 +203,12 @@ pub fn run_with_stdio(
         let p = spec.scratch.join(name);
         std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, e))?;
     }
+    let outbound = spec.network == Network::Private && net::outbound_unavailable().is_none();
+    if outbound {
+        let p = spec.scratch.join("resolv.conf");
+        let text = format!("nameserver {}\n", net::SLIRP_DNS);
+        std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, e))?;
+    }
     let mut prepared = Prepared::new(spec, hostname)?;
     prepared.stdio = stdio;
     let (sync_r, sync_w) = pipe()?;
@@ -207,12 +226,14 @@ pub fn run_with_stdio(
     }
     if pid == 0 {
         drop((sync_r, go_w, out_r, status_r));
-        close_other_fds(&[
+        let mut keep = vec![
             sync_w.as_raw_fd(),
             go_r.as_raw_fd(),
             out_w.as_raw_fd(),
             status_w.as_raw_fd(),
-        ]);
+        ];
+        keep.extend(prepared.ports.iter().map(ports::Listener::raw_fd));
+        close_other_fds(&keep);
         let result = keeper(&mut prepared, sync_w, go_r, out_w);
         let msg = match result {
             Ok(code) => format!("C{code}"),
@@ -234,8 +255,19 @@ pub fn run_with_stdio(
     let mut byte = [0u8; 1];
     let unshared = matches!(sync.read(&mut byte), Ok(1));
     let mut go = std::fs::File::from(go_w);
+    // Stopped (killed and reaped) when dropped, after the keeper is gone.
+    let mut _outbound = None;
     if unshared {
-        if let Err(e) = install_maps(pid, &spec.ids) {
+        let ready = install_maps(pid, &spec.ids).and_then(|()| {
+            if outbound {
+                _outbound = Some(
+                    net::start_outbound(pid, &spec.scratch.join("slirp4netns.log"))
+                        .map_err(RuntimeError::Setup)?,
+                );
+            }
+            Ok(())
+        });
+        if let Err(e) = ready {
             // SAFETY: kills and reaps our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             reap(pid);
@@ -405,6 +437,9 @@ struct Prepared {
     /// The mount points of `mounts` in the merged root, found by the keeper.
     mount_targets: Vec<PathBuf>,
     stdio: Stdio,
+    ports: Vec<ports::Listener>,
+    volume_fills: Vec<volumes::VolumeFill>,
+    readonly_root: bool,
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -514,6 +549,13 @@ impl Prepared {
             mounts: spec.mounts.clone(),
             mount_targets: Vec::new(),
             stdio: Stdio::Capture,
+            ports: if spec.network == Network::Host {
+                Vec::new()
+            } else {
+                spec.ports.clone()
+            },
+            volume_fills: spec.volume_fills.clone(),
+            readonly_root: spec.readonly_root,
         })
     }
 }
@@ -579,9 +621,13 @@ fn close_other_fds(keep: &[libc::c_int]) {
 fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The network namespace comes with the user namespace, so that kiln can start
+    // slirp4netns for it while the keeper waits for its id maps.
+    let own_net = p.network != Network::Host;
+    let net_flag = if own_net { libc::CLONE_NEWNET } else { 0 };
     // SAFETY: as above.
     check(
-        unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+        unsafe { libc::unshare(libc::CLONE_NEWUSER | net_flag) },
         "unshare(CLONE_NEWUSER)",
     )?;
     let mut sync = std::fs::File::from(sync_w);
@@ -591,11 +637,18 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
     if !matches!(std::fs::File::from(go_r).read(&mut byte), Ok(1)) {
         return Err("the id maps were not installed".into());
     }
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if p.network == Network::None {
-        flags |= libc::CLONE_NEWNET;
+    if own_net {
+        loopback_up()?;
     }
+    // Forked before the pid namespace, so the command stays its PID 1.
+    let forwarder = if p.ports.is_empty() {
+        None
+    } else {
+        Some(ports::spawn_forwarder(&p.ports)?)
+    };
+    let _stop_forwarder = ChildGuard(forwarder);
+    p.ports.clear();
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // SAFETY: plain syscalls.
     check(unsafe { libc::unshare(flags) }, "unshare")?;
     mount(
@@ -610,9 +663,6 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
         unsafe { libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()) },
         "sethostname",
     )?;
-    if p.network == Network::None {
-        loopback_up()?;
-    }
     if let Some(dir) = &p.lower_dir {
         // SAFETY: dir is a valid C string.
         check(
@@ -622,6 +672,7 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
     }
     mount("overlay", &p.merged, "overlay", 0, Some(&p.mount_data))
         .map_err(|e| format!("{e} (overlayfs in a user namespace needs Linux 5.11 or later)"))?;
+    volumes::fill_from_image(&p.merged, &p.volume_fills)?;
     let mut created = make_mount_points(&p.merged)?;
     p.mount_targets = mounts::prepare_targets(&p.merged, &p.mounts, &mut created)?;
     // SAFETY: the command child only runs `command`, which ends in exec or _exit.
@@ -728,6 +779,22 @@ fn make_mount_points(merged: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(created)
+}
+
+/// Kills and reaps a helper child of the keeper (the port forwarder) when the keeper is done.
+struct ChildGuard(Option<libc::pid_t>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let mut st = 0;
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut st, 0);
+            }
+        }
+    }
 }
 
 fn loopback_up() -> Result<(), String> {
@@ -838,16 +905,33 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
     }
     mounts::apply(&p.mounts, &p.mount_targets).map_err(setup)?;
     let etc = root.join("etc");
+    let own_resolv = p.scratch.join("resolv.conf");
+    let resolv = if own_resolv.is_file() {
+        own_resolv
+    } else {
+        PathBuf::from("/etc/resolv.conf")
+    };
     let binds = [
         (p.scratch.join("hosts"), etc.join("hosts")),
         (p.scratch.join("hostname"), etc.join("hostname")),
-        (PathBuf::from("/etc/resolv.conf"), etc.join("resolv.conf")),
+        (resolv, etc.join("resolv.conf")),
     ];
     for (src, dst) in &binds {
         if src.exists() && dst.is_file() {
             let s = src.to_string_lossy();
             mount(&s, dst, "", libc::MS_BIND, None).map_err(setup)?;
         }
+    }
+    if p.readonly_root {
+        // Only the root mount: volumes, tmpfs, /dev and /proc keep their own flags.
+        mount(
+            "",
+            root,
+            "",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            None,
+        )
+        .map_err(setup)?;
     }
     let r = path_c(root).map_err(setup)?;
     let dot = cstr(".").map_err(|e| setup(e.to_string()))?;
@@ -953,6 +1037,9 @@ mod tests {
             source_date_epoch: None,
             pipes: Vec::new(),
             mounts: Vec::new(),
+            ports: Vec::new(),
+            volume_fills: Vec::new(),
+            readonly_root: false,
         }
     }
 

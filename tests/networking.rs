@@ -199,6 +199,28 @@ fn host_network_shares_the_hosts_interfaces_and_ignores_published_ports() {
     }
 }
 
+/// The processes whose parent is `ppid` and whose command name is `name`.
+fn children_named(ppid: u32, name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((comm, rest)) = stat.split_once(") ") else {
+            continue;
+        };
+        let parent = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if comm.ends_with(&format!("({name}")) && parent == Some(ppid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// GET / through the published port until the server in the container answers (it may
 /// still be starting); None when it never does.
 fn http_get(port: u16) -> Option<String> {
@@ -239,6 +261,10 @@ fn a_published_tcp_port_reaches_busybox_httpd_in_the_container() {
         let got = http_get(port);
         // A second request: the forwarder serves more than one connection.
         let again = http_get(port);
+        let slirps = children_named(child.id(), "slirp4netns");
+        if e.tun_usable() {
+            assert_eq!(slirps.len(), 1, "{who:?}: kiln runs one slirp4netns");
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         let got = got.unwrap_or_else(|| panic!("{who:?}: no answer on port {port}"));
@@ -246,6 +272,19 @@ fn a_published_tcp_port_reaches_busybox_httpd_in_the_container() {
         assert!(got.ends_with("\r\n\r\nhi\n"), "{got}");
         assert!(again.is_some_and(|b| b.ends_with("hi\n")));
         // Everything that held the port went with kiln.
+        // slirp4netns goes too, though kiln had no chance to stop it.
+        let mut gone = false;
+        for _ in 0..300 {
+            if slirps
+                .iter()
+                .all(|p| !Path::new(&format!("/proc/{p}/cmdline")).exists())
+            {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(gone, "{who:?}: slirp4netns {slirps:?} outlived kiln");
         let mut freed = false;
         for _ in 0..300 {
             if TcpListener::bind(("127.0.0.1", port)).is_ok() {

@@ -43,9 +43,12 @@ fn slirp4netns() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A running slirp4netns; killed and reaped when dropped.
+/// A running slirp4netns; killed and reaped when dropped. It also exits by itself when kiln
+/// dies (the write end of its `--exit-fd` pipe, held here, closes), so a killed kiln leaves
+/// none behind.
 pub(crate) struct Outbound {
     child: Child,
+    _exit_w: OwnedFd,
 }
 
 impl Drop for Outbound {
@@ -55,39 +58,47 @@ impl Drop for Outbound {
     }
 }
 
-/// Start slirp4netns for the network namespace of `pid` (which must already have its id
-/// maps), and wait until tap0 is configured. `log` receives slirp4netns's own output.
-pub(crate) fn start_outbound(pid: libc::pid_t, log: &Path) -> Result<Outbound, String> {
-    let prog = slirp4netns().ok_or("slirp4netns is not installed")?;
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return Err(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     // SAFETY: pipe2 succeeded: both descriptors are new and ours.
-    let (ready_r, ready_w) =
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Start slirp4netns for the network namespace of `pid` (which must already have its id
+/// maps), and wait until tap0 is configured. `log` receives slirp4netns's own output.
+pub(crate) fn start_outbound(pid: libc::pid_t, log: &Path) -> Result<Outbound, String> {
+    let prog = slirp4netns().ok_or("slirp4netns is not installed")?;
+    let (ready_r, ready_w) = pipe()?;
+    let (exit_r, exit_w) = pipe()?;
     let logf = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
     let logf2 = logf
         .try_clone()
         .map_err(|e| format!("{}: {e}", log.display()))?;
-    let w = ready_w.as_raw_fd();
+    let (w, x) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
     let mut cmd = Command::new(&prog);
     cmd.args([
         "--configure",
         "--mtu=65520",
         "--disable-host-loopback",
         "--ready-fd=3",
+        "--exit-fd=4",
     ])
     .arg(pid.to_string())
     .arg("tap0")
     .stdin(Stdio::null())
     .stdout(logf)
     .stderr(logf2);
-    // SAFETY: dup2 is async-signal-safe; it makes the ready pipe fd 3 without close-on-exec.
+    // SAFETY: fcntl and dup2 are async-signal-safe. The pipes are first copied above 9, so
+    // that neither is overwritten when they are put at 3 and 4 (without close-on-exec).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(w, 3) < 0 {
+            let hw = libc::fcntl(w, libc::F_DUPFD_CLOEXEC, 10);
+            let hx = libc::fcntl(x, libc::F_DUPFD_CLOEXEC, 10);
+            if hw < 0 || hx < 0 || libc::dup2(hw, 3) < 0 || libc::dup2(hx, 4) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -96,8 +107,11 @@ pub(crate) fn start_outbound(pid: libc::pid_t, log: &Path) -> Result<Outbound, S
     let child = cmd
         .spawn()
         .map_err(|e| format!("starting {}: {e}", prog.display()))?;
-    let out = Outbound { child };
-    drop(ready_w);
+    let out = Outbound {
+        child,
+        _exit_w: exit_w,
+    };
+    drop((ready_w, exit_r));
     let mut byte = [0u8; 1];
     let ready = matches!(std::fs::File::from(ready_r).read(&mut byte), Ok(1));
     if !ready {

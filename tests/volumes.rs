@@ -207,8 +207,22 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
             std::fs::read_to_string(mountpoint.join("added")).unwrap(),
             "more\n"
         );
-        // Image pruning never touches volumes.
+        // Image pruning never touches volumes; with --volumes, only unused anonymous ones.
         e.ok(&["prune", "-a", "-f"]);
+        assert_eq!(e.ok(&["volume", "ls", "-q"]), "appdata\n");
+        let anon = e.ok(&["volume", "create"]);
+        let meta = e
+            .path()
+            .join(format!("store/volumes/{}/volume.json", anon.trim()));
+        let text = std::fs::read_to_string(&meta).unwrap();
+        // As a crashed `run -v /path` would have left it.
+        std::fs::write(
+            &meta,
+            text.replace("\"Anonymous\": false", "\"Anonymous\": true"),
+        )
+        .unwrap();
+        let out = e.ok(&["prune", "-f", "--volumes"]);
+        assert!(out.contains(&format!("Deleted Volumes:\n{anon}")), "{out}");
         assert_eq!(e.ok(&["volume", "ls", "-q"]), "appdata\n");
         // Files of container ids (subordinate ids when rootless) are removed too.
         assert_eq!(e.ok(&["volume", "rm", "appdata"]), "appdata\n");

@@ -148,6 +148,9 @@ pub struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
+    /// Also remove the anonymous volumes no container uses (volumes are kept otherwise).
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 pub fn run(store: &Store, cmd: ImageCommand) -> Result<ExitCode> {
@@ -711,6 +714,16 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
             println!("{l}");
         }
         println!();
+    }
+    if args.volumes {
+        let removed = kiln::runtime::volumes::Volumes::new(store.root()).prune(false)?;
+        if !removed.is_empty() {
+            println!("Deleted Volumes:");
+            for n in &removed {
+                println!("{n}");
+            }
+            println!();
+        }
     }
     println!("Total reclaimed space: {}", human_size(reclaimed, 4));
     Ok(())

@@ -67,6 +67,15 @@ impl std::fmt::Display for PortMapping {
     }
 }
 
+/// docker's PORTS column of `ps`: the published ports, `, `-separated.
+pub fn ports_column(ports: &[PortMapping]) -> String {
+    ports
+        .iter()
+        .map(PortMapping::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parse one `-p` value: `CPORT`, `HOSTPORT:CPORT`, `IP:HOSTPORT:CPORT`, `IP::CPORT`, each
 /// with an optional `/tcp` or `/udp`; an IPv6 address in brackets (`[::1]:8080:80`).
 pub fn parse_publish(spec: &str) -> Result<PortMapping, PortError> {
@@ -449,6 +458,18 @@ mod tests {
             "0.0.0.0:8080->80/tcp"
         );
         assert_eq!(m("::1", 1, 2, Proto::Udp).to_string(), "[::1]:1->2/udp");
+        assert_eq!(
+            ports_column(&[
+                m("0.0.0.0", 8080, 80, Proto::Tcp),
+                m("127.0.0.1", 53, 53, Proto::Udp)
+            ]),
+            "0.0.0.0:8080->80/tcp, 127.0.0.1:53->53/udp"
+        );
+        let json = serde_json::to_string(&m("0.0.0.0", 8080, 80, Proto::Tcp)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"host_ip":"0.0.0.0","host_port":8080,"container_port":80,"proto":"tcp"}"#
+        );
     }
 
     #[test]

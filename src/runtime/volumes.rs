@@ -651,11 +651,19 @@ fn copy_dir_contents(from: &Path, to: &Path) -> std::io::Result<()> {
         let (src, dst) = (e.path(), to.join(e.file_name()));
         let md = std::fs::symlink_metadata(&src)?;
         let ft = md.file_type();
+        // Another container filling the same new volume at the same moment made it
+        // already: its copy is the same content.
+        let exists = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            r => r.map(|()| true),
+        };
         if ft.is_dir() {
-            std::fs::create_dir(&dst)?;
+            exists(std::fs::create_dir(&dst))?;
             copy_dir_contents(&src, &dst)?;
         } else if ft.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            if !exists(std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst))? {
+                continue;
+            }
         } else if ft.is_file() {
             std::fs::copy(&src, &dst)?;
         } else {

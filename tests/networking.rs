@@ -354,3 +354,73 @@ fn bad_publish_specs_are_clear_errors() {
         );
     }
 }
+
+/// A UDP echo server in the container: busybox has none, so the host's python3 runs in it
+/// (the host's /usr bound in read-only).
+const UDP_ECHO: &str = "import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.bind(('127.0.0.1', 9999))\n\
+while True:\n    d, a = s.recvfrom(2048)\n    s.sendto(d.upper(), a)\n";
+
+#[test]
+fn a_published_udp_port_reaches_a_server_in_the_container() {
+    if !have("python3") {
+        return;
+    }
+    for who in modes() {
+        let e = Env::new(who);
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let spec = format!("127.0.0.1:{port}:9999/udp");
+        let mut child = e
+            .command(&[
+                "run",
+                "-p",
+                &spec,
+                "-v",
+                "/usr:/usr:ro",
+                "-v",
+                "/usr/lib:/lib:ro",
+                "-v",
+                "/usr/lib64:/lib64:ro",
+                "busybox",
+                "python3",
+                "-c",
+                UDP_ECHO,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        // Datagrams sent before the server is up are lost: send until one comes back.
+        let mut answers = Vec::new();
+        for msg in ["ping", "again"] {
+            let mut buf = [0u8; 64];
+            for _ in 0..120 {
+                client.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+                // A late answer to an earlier resend of the previous message is skipped.
+                if let Ok((n, from)) = client.recv_from(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    if text == msg.to_uppercase() {
+                        answers.push((text, from.port()));
+                        break;
+                    }
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            answers,
+            [("PING".to_string(), port), ("AGAIN".to_string(), port)],
+            "{who:?}"
+        );
+    }
+}

@@ -424,3 +424,41 @@ fn a_published_udp_port_reaches_a_server_in_the_container() {
         );
     }
 }
+
+#[test]
+fn a_failing_slirp4netns_is_a_clear_error_and_the_command_never_runs() {
+    let e = Env::new(As::Root);
+    if !e.tun_usable() {
+        return;
+    }
+    let bin = e.path().join("fakebin");
+    std::fs::create_dir(&bin).unwrap();
+    let fake = bin.join("slirp4netns");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'cannot open tun: simulated' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mark = e.path().join("mark");
+    std::fs::create_dir(&mark).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let vol = format!("{}:/mark", mark.display());
+    let out = e
+        .command(&["run", "-v", &vol, "busybox", "touch", "/mark/ran"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(
+            "slirp4netns failed to set up the container's network: cannot open tun: simulated"
+        ),
+        "{err}"
+    );
+    assert!(
+        !mark.join("ran").exists(),
+        "the command ran without its network"
+    );
+}

@@ -211,6 +211,10 @@ pub fn run_with_stdio(
     }
     let mut prepared = Prepared::new(spec, hostname)?;
     prepared.stdio = stdio;
+    // slirp4netns starts while the keeper sets up the root; the command waits on this pipe
+    // (one byte: tap0 is configured) only just before it execs.
+    let net_ready = if outbound { Some(pipe()?) } else { None };
+    prepared.net_ready = net_ready.as_ref().map(|(r, _)| r.as_raw_fd());
     let (sync_r, sync_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -233,6 +237,7 @@ pub fn run_with_stdio(
             status_w.as_raw_fd(),
         ];
         keep.extend(prepared.ports.iter().map(ports::Listener::raw_fd));
+        keep.extend(prepared.net_ready);
         close_other_fds(&keep);
         let result = keeper(&mut prepared, sync_w, go_r, out_w);
         let msg = match result {
@@ -246,6 +251,7 @@ pub fn run_with_stdio(
         unsafe { libc::_exit(0) };
     }
     drop((sync_w, go_r, out_w, status_w));
+    let net_ready_w = net_ready.map(|(_, w)| w);
     let reap = |pid: libc::pid_t| {
         let mut st = 0;
         // SAFETY: waits for our own child.
@@ -258,24 +264,31 @@ pub fn run_with_stdio(
     // Stopped (killed and reaped) when dropped, after the keeper is gone.
     let mut _outbound = None;
     if unshared {
-        let ready = install_maps(pid, &spec.ids).and_then(|()| {
-            if outbound {
-                _outbound = Some(
-                    net::start_outbound(pid, &spec.scratch.join("slirp4netns.log"))
-                        .map_err(RuntimeError::Setup)?,
-                );
-            }
-            Ok(())
-        });
-        if let Err(e) = ready {
+        if let Err(e) = install_maps(pid, &spec.ids) {
             // SAFETY: kills and reaps our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             reap(pid);
             return Err(e);
         }
         let _ = go.write_all(&[1]);
+        drop(go);
+        if let Some(w) = net_ready_w {
+            match net::start_outbound(pid, &spec.scratch.join("slirp4netns.log")) {
+                Ok(o) => {
+                    _outbound = Some(o);
+                    let _ = std::fs::File::from(w).write_all(&[1]);
+                }
+                Err(e) => {
+                    // SAFETY: kills and reaps our own child (the command dies with it).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    reap(pid);
+                    return Err(RuntimeError::Setup(e));
+                }
+            }
+        }
+    } else {
+        drop(go);
     }
-    drop(go);
     let mut out = std::fs::File::from(out_r);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -440,6 +453,8 @@ struct Prepared {
     ports: Vec<ports::Listener>,
     volume_fills: Vec<volumes::VolumeFill>,
     readonly_root: bool,
+    /// The read end of the pipe on which kiln says that slirp4netns is ready.
+    net_ready: Option<libc::c_int>,
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -556,6 +571,7 @@ impl Prepared {
             },
             volume_fills: spec.volume_fills.clone(),
             readonly_root: spec.readonly_root,
+            net_ready: None,
         })
     }
 }
@@ -991,6 +1007,21 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
         if p.stdio == Stdio::Capture {
             libc::dup2(out_w.as_raw_fd(), 1);
             libc::dup2(out_w.as_raw_fd(), 2);
+        }
+    }
+    if let Some(fd) = p.net_ready {
+        let mut byte = [0u8; 1];
+        let n = loop {
+            // SAFETY: reads one byte from the inherited pipe into a local buffer.
+            let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        if n != 1 {
+            return Err(setup(
+                "the container's network (slirp4netns) was not set up".into(),
+            ));
         }
     }
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();

@@ -239,6 +239,18 @@ const UDP_CLIENTS: usize = 1024;
 /// A client may connect just before the command listens: retry a refused connect this
 /// many times, 50 ms apart.
 const CONNECT_TRIES: u32 = 40;
+/// At most this many TCP connections per port at once; further ones are closed at once.
+const TCP_CONNECTIONS: usize = 1024;
+/// Each connection has two threads, each with one buffer: small stacks keep many cheap.
+const STACK: usize = 128 * 1024;
+
+/// A thread with a small stack; `None` when the system cannot make one (the caller drops
+/// the work rather than failing the forwarder).
+fn spawn<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<std::thread::JoinHandle<T>> {
+    std::thread::Builder::new().stack_size(STACK).spawn(f).ok()
+}
 
 /// The forwarder's work, in the process that runs in the container's network namespace:
 /// forwards every listener to 127.0.0.1 there, until the process is killed.
@@ -249,11 +261,11 @@ pub(crate) fn serve(listeners: &[Listener]) {
         match &l.socket {
             Socket::Tcp(t) => {
                 let t = Arc::clone(t);
-                threads.push(std::thread::spawn(move || serve_tcp(&t, target)));
+                threads.extend(spawn(move || serve_tcp(&t, target)));
             }
             Socket::Udp(u) => {
                 let u = Arc::clone(u);
-                threads.push(std::thread::spawn(move || serve_udp(&u, target)));
+                threads.extend(spawn(move || serve_udp(&u, target)));
             }
         }
     }
@@ -263,10 +275,22 @@ pub(crate) fn serve(listeners: &[Listener]) {
 }
 
 fn serve_tcp(listener: &TcpListener, target: SocketAddr) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         match listener.accept() {
             Ok((client, _)) => {
-                std::thread::spawn(move || tcp_connection(client, target));
+                if open.fetch_add(1, Ordering::AcqRel) >= TCP_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
+                let count = Arc::clone(&open);
+                let spawned = spawn(move || {
+                    tcp_connection(client, target);
+                    count.fetch_sub(1, Ordering::AcqRel);
+                });
+                if spawned.is_none() {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // Out of descriptors or memory: wait instead of spinning.
@@ -297,7 +321,9 @@ fn tcp_connection(client: TcpStream, target: SocketAddr) {
     let (Ok(client2), Ok(inner2)) = (client.try_clone(), inner.try_clone()) else {
         return;
     };
-    let up = std::thread::spawn(move || pump(client2, inner2));
+    let Some(up) = spawn(move || pump(client2, inner2)) else {
+        return;
+    };
     pump(inner, client);
     let _ = up.join();
 }
@@ -384,7 +410,7 @@ fn udp_client(
         Arc::clone(&last),
         Arc::clone(clients),
     );
-    std::thread::spawn(move || {
+    spawn(move || {
         let mut buf = vec![0u8; 65536];
         loop {
             match i.recv(&mut buf) {
@@ -411,7 +437,7 @@ fn udp_client(
         if let Ok(mut t) = table.lock() {
             t.remove(&from);
         }
-    });
+    })?;
     Some(UdpClient {
         socket: inner,
         last,

@@ -561,6 +561,22 @@ mod tests {
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         assert_eq!(s, "HELLO");
+        // More than any buffer on the way, both directions, through the bounded pumps.
+        let big: String = (0..3 << 20)
+            .map(|i| (b'a' + (i % 26) as u8) as char)
+            .collect();
+        let mut c = TcpStream::connect(("127.0.0.1", ht)).unwrap();
+        let mut w = c.try_clone().unwrap();
+        let sent = big.clone();
+        let writer = std::thread::spawn(move || {
+            w.write_all(sent.as_bytes()).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        writer.join().unwrap();
+        assert_eq!(s.len(), big.len());
+        assert!(s == big.to_uppercase());
         let u = UdpSocket::bind("127.0.0.1:0").unwrap();
         u.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         u.send_to(b"ping", ("127.0.0.1", hu)).unwrap();

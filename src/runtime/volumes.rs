@@ -636,7 +636,12 @@ pub(crate) fn fill_from_image(merged: &Path, fills: &[VolumeFill]) -> Result<(),
 
 fn copy_meta(md: &std::fs::Metadata, to: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid()))?;
+    match std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid())) {
+        // An id the user namespace does not map (rootless without subordinate ids): the
+        // copy keeps the container root's ownership, as unpacking such layers does.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+        r => r?,
+    }
     if !md.file_type().is_symlink() {
         // After the chown, which clears set-id bits.
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;

@@ -637,8 +637,8 @@ fn close_other_fds(keep: &[libc::c_int]) {
 fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // The network namespace comes with the user namespace, so that kiln can start
-    // slirp4netns for it while the keeper waits for its id maps.
+    // The network namespace comes with the user namespace: once the sync byte says both
+    // exist, kiln can start slirp4netns for it.
     let own_net = p.network != Network::Host;
     let net_flag = if own_net { libc::CLONE_NEWNET } else { 0 };
     // SAFETY: as above.

@@ -363,3 +363,29 @@ fn a_symlink_in_the_image_cannot_redirect_a_volume_onto_the_host() {
         );
     }
 }
+
+#[test]
+fn an_images_volume_paths_get_anonymous_volumes_unless_mounted() {
+    let df = "FROM busybox:latest\nRUN mkdir /data && echo img > /data/f\nVOLUME /data\n";
+    for who in modes() {
+        let e = Env::new(who, Some(df));
+        let script = "cat /data/f; grep -c ' /data ' /proc/mounts; echo new > /data/g";
+        assert_eq!(
+            e.ok(&["run", "app", "sh", "-c", script]),
+            "img\n1\n",
+            "{who:?}"
+        );
+        // The anonymous volume went with the container.
+        assert_eq!(e.ok(&["volume", "ls", "-q"]), "", "{who:?}");
+        // A named volume on the same path replaces it, filled the same way.
+        assert_eq!(
+            e.ok(&["run", "-v", "mine:/data", "app", "sh", "-c", script]),
+            "img\n1\n"
+        );
+        assert_eq!(e.ok(&["volume", "ls", "-q"]), "mine\n");
+        assert_eq!(
+            std::fs::read_to_string(e.path().join("store/volumes/mine/_data/g")).unwrap(),
+            "new\n"
+        );
+    }
+}

@@ -286,6 +286,7 @@ pub fn run_foreground(
         }
     }
     let mut requested = opts.volumes.clone();
+    volumes::add_image_volumes(&mut requested, config.volumes.keys());
     volumes::name_anonymous(&mut requested);
     let vols = Volumes::new(store.root());
     let (mounts, volume_fills) = volumes::resolve(&vols, &requested)?;

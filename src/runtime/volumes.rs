@@ -290,6 +290,33 @@ pub fn parse_mount_flag(spec: &str) -> Result<VolumeMount, VolumeError> {
     }
 }
 
+/// The image's `VOLUME` paths that no requested mount covers, as anonymous volumes (docker
+/// makes one for each), appended to `mounts`. Image paths that are not absolute are skipped.
+pub fn add_image_volumes<'a>(
+    mounts: &mut Vec<VolumeMount>,
+    image_volumes: impl IntoIterator<Item = &'a String>,
+) {
+    let key = |t: &str| super::mounts::target_components(t);
+    for path in image_volumes {
+        let Some(comps) = key(path) else {
+            continue;
+        };
+        if mounts
+            .iter()
+            .any(|m| key(m.target()).as_ref() == Some(&comps))
+        {
+            continue;
+        }
+        mounts.push(VolumeMount::Volume {
+            source: String::new(),
+            target: path.clone(),
+            readonly: false,
+            anonymous: true,
+            nocopy: false,
+        });
+    }
+}
+
 /// Give every anonymous volume a fresh random name (call before the options are recorded,
 /// so a record names the volumes it uses).
 pub fn name_anonymous(mounts: &mut [VolumeMount]) {
@@ -731,6 +758,15 @@ mod tests {
         assert!(parse_volume_flag("-x:/y").is_err());
         assert!(parse_volume_flag("/a:/b:ro:x").is_err());
         assert!(parse_volume_flag("/a:/").is_err());
+    }
+
+    #[test]
+    fn image_volumes_not_mounted_by_the_user_become_anonymous_ones() {
+        let mut m = vec![parse_volume_flag("data:/var/lib/db/").unwrap()];
+        let image = ["/var/lib/db".to_string(), "/logs".into(), "rel".into()];
+        add_image_volumes(&mut m, &image);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[1], vol("", "/logs", false, true));
     }
 
     #[test]

@@ -338,6 +338,33 @@ fn a_port_in_use_fails_before_the_container_starts() {
 }
 
 #[test]
+fn a_privileged_host_port_rootless_is_a_clear_error() {
+    if !is_root() {
+        return;
+    }
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if start <= 1 {
+        return;
+    }
+    let e = Env::new(As::Rootless);
+    let spec = format!("127.0.0.1:{}:80", start - 1);
+    let out = e.kiln(&["run", "-p", &spec, "busybox", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot publish 127.0.0.1:{}->80/tcp: host ports below {start} need root",
+            start - 1
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_publish_specs_are_clear_errors() {
     let e = Env::new(As::Root);
     for (spec, want) in [

@@ -26,6 +26,11 @@ pub enum PortError {
     Invalid { spec: String, reason: String },
     #[error("cannot publish {mapping}: the host port is already in use")]
     InUse { mapping: PortMapping },
+    #[error(
+        "cannot publish {mapping}: host ports below {start} need root \
+         (sysctl net.ipv4.ip_unprivileged_port_start sets the limit); use a higher host port"
+    )]
+    Privileged { mapping: PortMapping, start: u16 },
     #[error("cannot publish {mapping}: {source}")]
     Bind {
         mapping: PortMapping,
@@ -173,8 +178,14 @@ pub fn bind(mappings: &[PortMapping]) -> Result<Vec<Listener>, PortError> {
     for m in mappings {
         let addr = SocketAddr::new(m.host_ip, m.host_port);
         let fail = |source: std::io::Error| {
+            let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .ok()
+                .and_then(|t| t.trim().parse::<u16>().ok())
+                .unwrap_or(1024);
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 PortError::InUse { mapping: *m }
+            } else if source.kind() == std::io::ErrorKind::PermissionDenied && m.host_port < start {
+                PortError::Privileged { mapping: *m, start }
             } else {
                 PortError::Bind {
                     mapping: *m,

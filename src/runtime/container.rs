@@ -62,6 +62,16 @@ pub struct ContainerOptions {
     pub read_only: bool,
 }
 
+/// The container's volumes: the ones asked for, then an anonymous one for each `VOLUME` of
+/// the image no mount covers, every anonymous one given its name. What a container record
+/// should keep (so `kiln volume rm` knows the volumes are in use).
+pub fn volume_plan(opts: &ContainerOptions, config: &ContainerConfig) -> Vec<VolumeMount> {
+    let mut plan = opts.volumes.clone();
+    volumes::add_image_volumes(&mut plan, config.volumes.keys());
+    volumes::name_anonymous(&mut plan);
+    plan
+}
+
 /// Bind the host sockets of `opts.publish` (before the container starts, so a port in use is
 /// an error with nothing running). Empty with `--network host`, where -p is ignored with a
 /// warning, as docker does. `Listener::published()` gives what `ps` shows as PORTS.
@@ -285,9 +295,7 @@ pub fn run_foreground(
             reporter.event(crate::progress::Event::Warning(&why));
         }
     }
-    let mut requested = opts.volumes.clone();
-    volumes::add_image_volumes(&mut requested, config.volumes.keys());
-    volumes::name_anonymous(&mut requested);
+    let requested = volume_plan(opts, config);
     let vols = Volumes::new(store.root());
     let (mounts, volume_fills) = volumes::resolve(&vols, &requested)?;
     let tmp = store.root().join("tmp");

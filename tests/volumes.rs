@@ -112,7 +112,9 @@ fn bind_mounts_are_writable_read_only_with_ro_and_missing_host_paths_are_made() 
         std::fs::write(rw.join("in"), "from-host\n").unwrap();
         let ro = e.host_dir("ro");
         let missing = e.path().join("not/yet");
-        let script = "cat /data/in; echo out > /data/out; \
+        let file = e.path().join("motd");
+        std::fs::write(&file, "a file\n").unwrap();
+        let script = "cat /etc/motd; cat /data/in; echo out > /data/out; \
                       (echo x > /ro/f) 2>/dev/null || echo READONLY; \
                       test -d /new && echo MADE; grep -c ' /ro ' /proc/mounts";
         let out = e.ok(&[
@@ -125,12 +127,14 @@ fn bind_mounts_are_writable_read_only_with_ro_and_missing_host_paths_are_made() 
             &format!("type=bind,source={},target=/new", e.host_dir("m").display()),
             "-v",
             &format!("{}:/made", missing.display()),
+            "-v",
+            &format!("{}:/etc/motd:ro", file.display()),
             "busybox",
             "sh",
             "-c",
             script,
         ]);
-        assert_eq!(out, "from-host\nREADONLY\nMADE\n1\n", "{who:?}");
+        assert_eq!(out, "a file\nfrom-host\nREADONLY\nMADE\n1\n", "{who:?}");
         assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "out\n");
         assert!(!ro.join("f").exists());
         assert!(missing.is_dir(), "{who:?}: -v made the missing host path");

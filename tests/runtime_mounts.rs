@@ -65,6 +65,9 @@ fn bind_and_tmpfs_mounts() {
             Mount::bind(&secret, "/run/secrets/s", true),
             Mount::tmpfs("/scratch"),
         ],
+        ports: Vec::new(),
+        volume_fills: Vec::new(),
+        readonly_root: false,
     };
     let mut out = Vec::new();
     let code = runtime::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();
@@ -113,6 +116,9 @@ fn a_symlink_in_the_image_cannot_aim_a_mount_at_the_host() {
         pipes: Vec::new(),
         confine: runtime::Confinement::default(),
         mounts: vec![Mount::bind(&src, "/vol", false)],
+        ports: Vec::new(),
+        volume_fills: Vec::new(),
+        readonly_root: false,
     };
     let mut out = Vec::new();
     let code = runtime::run(&spec, &mut |b| out.extend_from_slice(b)).unwrap();

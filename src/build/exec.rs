@@ -1710,6 +1710,9 @@ impl Build<'_> {
                 isolation: self.opts.isolation,
                 ..runtime::Confinement::default()
             },
+            ports: Vec::new(),
+            volume_fills: Vec::new(),
+            readonly_root: false,
         };
         let mut pending: Vec<u8> = Vec::new();
         let emit = |line: &[u8]| {

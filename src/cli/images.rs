@@ -149,7 +149,7 @@ pub struct PruneArgs {
     /// Do not ask for confirmation.
     #[arg(short = 'f', long)]
     pub force: bool,
-    /// Remove volumes no container holds, too: nothing else ever removes a volume.
+    /// Also remove the anonymous volumes no container uses (volumes are kept otherwise).
     #[arg(long)]
     pub volumes: bool,
 }
@@ -721,15 +721,14 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
         println!();
     }
     if args.volumes {
-        let (removed, bytes) = store.prune_volumes()?;
+        let removed = kiln::runtime::volumes::Volumes::new(store.root()).prune(false)?;
         if !removed.is_empty() {
             println!("Deleted Volumes:");
-            for v in &removed {
-                println!("{v}");
+            for n in &removed {
+                println!("{n}");
             }
             println!();
         }
-        reclaimed = reclaimed.saturating_add(bytes);
     }
     println!("Total reclaimed space: {}", human_size(reclaimed, 4));
     Ok(())

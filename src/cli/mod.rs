@@ -8,6 +8,7 @@ mod images;
 mod registry;
 mod run;
 mod system;
+mod volume;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +50,9 @@ enum Command {
     Registry(registry::RegistryCommand),
     /// Run a command in a new container from an image, in the foreground.
     Run(run::RunArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
 }
 
 fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Image(cmd) => open_store(cli.root).and_then(|s| images::run(&s, cmd)),
         Command::Registry(cmd) => registry::run(cli.root, cmd).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => Ok(run::run(cli.root, args)),
+        Command::Volume(cmd) => open_store(cli.root).and_then(|s| volume::run(&s, cmd)),
     };
     match result {
         Ok(code) => code,

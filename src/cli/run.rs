@@ -13,6 +13,10 @@ pub const RUNTIME_FAILURE: u8 = 125;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NetworkArg {
+    /// A network namespace of its own: loopback, and outbound access through slirp4netns
+    /// where it can run.
+    #[value(alias = "bridge")]
+    Private,
     /// A network namespace with only loopback.
     None,
     /// The host's network.
@@ -65,9 +69,24 @@ pub struct RunArgs {
     /// Pass standard input to the container.
     #[arg(short = 'i', long)]
     pub interactive: bool,
-    /// The container's network (default: host).
-    #[arg(long, value_enum, default_value = "host")]
+    /// The container's network (`bridge` is an alias of private).
+    #[arg(long, value_enum, default_value = "private")]
     pub network: NetworkArg,
+    /// Publish a container port: `[IP:][HOSTPORT:]CPORT[/tcp|udp]` (no HOSTPORT: a free one).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Mount a volume: `/host/path:/ctr/path[:ro]`, `NAME:/ctr/path[:ro]` or `/ctr/path`.
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub volume: Vec<String>,
+    /// Mount in docker's `--mount` syntax: `type=bind|volume|tmpfs,source=..,target=..,readonly`.
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs: `/ctr/path[:size=64m,mode=1777]`.
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
     /// The container's hostname (default: a short random ID).
     #[arg(long, value_name = "H")]
     pub hostname: Option<String>,
@@ -145,6 +164,21 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
         },
     };
     let isolation = args.isolation.resolve()?;
+    let publish = args
+        .publish
+        .iter()
+        .map(|p| kiln::runtime::ports::parse_publish(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut volumes = Vec::new();
+    for v in &args.volume {
+        volumes.push(kiln::runtime::volumes::parse_volume_flag(v)?);
+    }
+    for m in &args.mount {
+        volumes.push(kiln::runtime::volumes::parse_mount_flag(m)?);
+    }
+    for t in &args.tmpfs {
+        volumes.push(kiln::runtime::volumes::parse_tmpfs_flag(t)?);
+    }
     let store = super::open_store(root)?;
     let opts = ContainerOptions {
         image: args.image,
@@ -157,6 +191,7 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Host => Network::Host,
+            NetworkArg::Private => Network::Private,
         },
         hostname: args.hostname,
         confine: Confinement {
@@ -165,6 +200,9 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
             limits,
             isolation,
         },
+        publish,
+        volumes,
+        read_only: args.read_only,
     };
     // Pull progress and warnings go to stderr: stdout is the container's.
     let reporter = kiln::progress::PlainReporter::new(std::io::stderr());

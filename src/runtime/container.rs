@@ -2,6 +2,8 @@
 //! command, environment, working directory and user, on the runtime's [`run_with_stdio`]
 //! with the container's streams inherited and no layer written.
 
+use super::ports::{self, Listener, PortError, PortMapping};
+use super::volumes::{self, VolumeError, VolumeMount, Volumes};
 use super::{Network, RunSpec, RuntimeError, Stdio};
 use crate::image::{ContainerConfig, Digest, Reference};
 use crate::progress::Reporter;
@@ -25,6 +27,10 @@ pub enum ContainerError {
     NoCommand,
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Ports(#[from] PortError),
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
 }
 
 /// What `kiln run` was asked for.
@@ -47,6 +53,44 @@ pub struct ContainerOptions {
     pub hostname: Option<String>,
     /// `--cap-add`/`--cap-drop`/`--security-opt`, `--init`, limits, `--isolation`.
     pub confine: super::Confinement,
+    /// `-p`: ports to publish (ignored, with a warning, with `--network host`). The bound
+    /// ones, with real host ports, come from [`publish_ports`].
+    pub publish: Vec<PortMapping>,
+    /// `-v`, `--mount`, `--tmpfs`, in order. A record of these (serialized as they are)
+    /// keeps named volumes from `kiln volume rm` without -f; name anonymous ones first
+    /// ([`volumes::name_anonymous`]) so the record names them.
+    pub volumes: Vec<VolumeMount>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only: bool,
+}
+
+/// The container's volumes: the ones asked for, then an anonymous one for each `VOLUME` of
+/// the image no mount covers, every anonymous one given its name. What a container record
+/// should keep (so `kiln volume rm` knows the volumes are in use).
+pub fn volume_plan(opts: &ContainerOptions, config: &ContainerConfig) -> Vec<VolumeMount> {
+    let mut plan = opts.volumes.clone();
+    volumes::add_image_volumes(&mut plan, config.volumes.keys());
+    volumes::name_anonymous(&mut plan);
+    plan
+}
+
+/// Bind the host sockets of `opts.publish` (before the container starts, so a port in use is
+/// an error with nothing running). Empty with `--network host`, where -p is ignored with a
+/// warning, as docker does. `Listener::published()` gives what `ps` shows as PORTS.
+pub fn publish_ports(
+    opts: &ContainerOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<Listener>, ContainerError> {
+    if opts.publish.is_empty() {
+        return Ok(Vec::new());
+    }
+    if opts.network == Network::Host {
+        reporter.event(crate::progress::Event::Warning(
+            "published ports are discarded when using host network mode",
+        ));
+        return Ok(Vec::new());
+    }
+    Ok(ports::bind(&opts.publish)?)
 }
 
 /// The argv docker would run: ENTRYPOINT + CMD, where arguments given replace CMD and an
@@ -247,6 +291,15 @@ pub fn run_foreground(
     };
     let hostname = opts.hostname.clone().unwrap_or_else(short_id);
     let env = merge_env(&config.env, &opts.env);
+    let listeners = publish_ports(opts, reporter)?;
+    if opts.network == Network::Private {
+        if let Some(why) = super::net::outbound_unavailable() {
+            reporter.event(crate::progress::Event::Warning(&why));
+        }
+    }
+    let requested = volume_plan(opts, config);
+    let vols = Volumes::new(store.root());
+    let (mounts, volume_fills) = volumes::resolve(&vols, &requested)?;
     let tmp = store.root().join("tmp");
     std::fs::create_dir_all(&tmp).map_err(|e| RuntimeError::io(&tmp, e))?;
     let scratch = tempfile::Builder::new()
@@ -266,12 +319,27 @@ pub fn run_foreground(
         layer_tar: None,
         source_date_epoch: None,
         pipes: Vec::new(),
-        mounts: Vec::new(),
+        mounts,
+        ports: listeners,
+        volume_fills,
+        readonly_root: opts.read_only,
         confine: opts.confine,
     };
     let mut ignored = |_: &[u8]| {};
     let code = super::run_with_stdio(&spec, Stdio::Inherit { stdin: opts.stdin }, &mut ignored);
     remove_scratch(scratch.path());
+    // A foreground container is removed when it ends: as docker's --rm, with its
+    // anonymous volumes.
+    for m in &requested {
+        if let VolumeMount::Volume {
+            source,
+            anonymous: true,
+            ..
+        } = m
+        {
+            let _ = vols.remove(source, true);
+        }
+    }
     Ok(code?)
 }
 

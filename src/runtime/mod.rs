@@ -20,8 +20,11 @@ pub mod ids;
 pub mod init;
 pub mod isolation;
 pub mod mounts;
+pub mod net;
+pub mod ports;
 pub mod rootfs;
 pub mod security;
+pub mod volumes;
 
 pub use cgroup::Limits;
 pub use ids::{plan_ids, resolve_user, IdMap, IdPlan, Identity};
@@ -76,6 +79,9 @@ pub enum Network {
     Host,
     /// A namespace of its own with only loopback.
     None,
+    /// A namespace of its own with loopback, and outbound access through slirp4netns when
+    /// it can run (see [`net::outbound_unavailable`]).
+    Private,
 }
 
 /// What to run, and on what.
@@ -104,6 +110,13 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// Capabilities, seccomp, `--init`, cgroup limits, isolation.
     pub confine: Confinement,
+    /// Host sockets of published ports, forwarded into the container's network namespace
+    /// (ignored with [`Network::Host`]).
+    pub ports: Vec<ports::Listener>,
+    /// Named volumes the keeper fills from the image on first use.
+    pub volume_fills: Vec<volumes::VolumeFill>,
+    /// Mount the root read-only (`--read-only`).
+    pub readonly_root: bool,
 }
 
 /// The id plan for the calling user on this host: /etc/subuid, /etc/subgid and the helpers.
@@ -206,6 +219,12 @@ pub fn run_with_stdio(
         let p = spec.scratch.join(name);
         std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, e))?;
     }
+    let outbound = spec.network == Network::Private && net::outbound_unavailable().is_none();
+    if outbound {
+        let p = spec.scratch.join("resolv.conf");
+        let text = format!("nameserver {}\n", net::SLIRP_DNS);
+        std::fs::write(&p, text).map_err(|e| RuntimeError::io(&p, e))?;
+    }
     let mut prepared = Prepared::new(spec, hostname)?;
     prepared.stdio = stdio;
     if !spec.confine.isolation.user_namespace() {
@@ -223,6 +242,10 @@ pub fn run_with_stdio(
         &group_id,
         &cgroup::RealHost,
     )?)?;
+    // slirp4netns starts while the keeper sets up the root; the command waits on this pipe
+    // (one byte: tap0 is configured) only just before it execs.
+    let net_ready = if outbound { Some(pipe()?) } else { None };
+    prepared.net_ready = net_ready.as_ref().map(|(r, _)| r.as_raw_fd());
     let (sync_r, sync_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
@@ -238,12 +261,15 @@ pub fn run_with_stdio(
     }
     if pid == 0 {
         drop((sync_r, go_w, out_r, status_r));
-        close_other_fds(&[
+        let mut keep = vec![
             sync_w.as_raw_fd(),
             go_r.as_raw_fd(),
             out_w.as_raw_fd(),
             status_w.as_raw_fd(),
-        ]);
+        ];
+        keep.extend(prepared.ports.iter().map(ports::Listener::raw_fd));
+        keep.extend(prepared.net_ready);
+        close_other_fds(&keep);
         let result = keeper(&mut prepared, sync_w, go_r, out_w);
         let msg = match result {
             Ok(code) => format!("C{code}"),
@@ -256,6 +282,7 @@ pub fn run_with_stdio(
         unsafe { libc::_exit(0) };
     }
     drop((sync_w, go_r, out_w, status_w));
+    let net_ready_w = net_ready.map(|(_, w)| w);
     let reap = |pid: libc::pid_t| {
         let mut st = 0;
         // SAFETY: waits for our own child.
@@ -265,6 +292,8 @@ pub fn run_with_stdio(
     let mut byte = [0u8; 1];
     let unshared = matches!(sync.read(&mut byte), Ok(1));
     let mut go = std::fs::File::from(go_w);
+    // Stopped (killed and reaped) when dropped, after the keeper is gone.
+    let mut _outbound = None;
     if unshared {
         // The keeper joins the cgroup before it forks the command, so all of it is limited.
         let ready = if spec.confine.isolation.user_namespace() {
@@ -280,8 +309,24 @@ pub fn run_with_stdio(
             return Err(e);
         }
         let _ = go.write_all(&[1]);
+        drop(go);
+        if let Some(w) = net_ready_w {
+            match net::start_outbound(pid, &spec.scratch.join("slirp4netns.log")) {
+                Ok(o) => {
+                    _outbound = Some(o);
+                    let _ = std::fs::File::from(w).write_all(&[1]);
+                }
+                Err(e) => {
+                    // SAFETY: kills and reaps our own child (the command dies with it).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    reap(pid);
+                    return Err(RuntimeError::Setup(e));
+                }
+            }
+        }
+    } else {
+        drop(go);
     }
-    drop(go);
     let mut out = std::fs::File::from(out_r);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -438,6 +483,11 @@ struct Prepared {
     seccomp: Vec<libc::sock_filter>,
     init: bool,
     isolation: Isolation,
+    ports: Vec<ports::Listener>,
+    volume_fills: Vec<volumes::VolumeFill>,
+    readonly_root: bool,
+    /// The read end of the pipe on which kiln says that slirp4netns is ready.
+    net_ready: Option<libc::c_int>,
 }
 
 fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
@@ -557,6 +607,14 @@ impl Prepared {
             )),
             init: spec.confine.init,
             isolation: spec.confine.isolation,
+            ports: if spec.network == Network::Host {
+                Vec::new()
+            } else {
+                spec.ports.clone()
+            },
+            volume_fills: spec.volume_fills.clone(),
+            readonly_root: spec.readonly_root,
+            net_ready: None,
         })
     }
 }
@@ -622,12 +680,19 @@ fn close_other_fds(keep: &[libc::c_int]) {
 fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    // The network namespace comes with the user namespace: once the sync byte says both
+    // exist, kiln can start slirp4netns for it.
+    let own_net = p.network != Network::Host;
+    let net_flag = if own_net { libc::CLONE_NEWNET } else { 0 };
     if p.isolation.user_namespace() {
         // SAFETY: as above.
         check(
-            unsafe { libc::unshare(libc::CLONE_NEWUSER) },
+            unsafe { libc::unshare(libc::CLONE_NEWUSER | net_flag) },
             "unshare(CLONE_NEWUSER)",
         )?;
+    } else if own_net {
+        // SAFETY: as above.
+        check(unsafe { libc::unshare(net_flag) }, "unshare(CLONE_NEWNET)")?;
     }
     let mut sync = std::fs::File::from(sync_w);
     sync.write_all(&[1]).map_err(|e| e.to_string())?;
@@ -636,11 +701,18 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
     if !matches!(std::fs::File::from(go_r).read(&mut byte), Ok(1)) {
         return Err("the id maps were not installed".into());
     }
-    let mut flags =
-        libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
-    if p.network == Network::None {
-        flags |= libc::CLONE_NEWNET;
+    if own_net {
+        loopback_up()?;
     }
+    // Forked before the pid namespace, so the command stays its PID 1.
+    let forwarder = if p.ports.is_empty() {
+        None
+    } else {
+        Some(ports::spawn_forwarder(&p.ports)?)
+    };
+    let _stop_forwarder = ChildGuard(forwarder);
+    p.ports.clear();
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // SAFETY: plain syscalls.
     check(
         unsafe { libc::unshare(flags) },
@@ -665,9 +737,6 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
         unsafe { libc::sethostname(p.hostname.as_ptr(), p.hostname.as_bytes().len()) },
         "sethostname",
     )?;
-    if p.network == Network::None {
-        loopback_up()?;
-    }
     if let Some(dir) = &p.lower_dir {
         // SAFETY: dir is a valid C string.
         check(
@@ -677,6 +746,7 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
     }
     mount("overlay", &p.merged, "overlay", 0, Some(&p.mount_data))
         .map_err(|e| format!("{e} (overlayfs in a user namespace needs Linux 5.11 or later)"))?;
+    volumes::fill_from_image(&p.merged, &p.volume_fills)?;
     let mut created = make_mount_points(&p.merged)?;
     p.mount_targets = mounts::prepare_targets(&p.merged, &p.mounts, &mut created)?;
     // SAFETY: the command child only runs `command`, which ends in exec or _exit.
@@ -783,6 +853,22 @@ fn make_mount_points(merged: &Path) -> Result<Vec<PathBuf>, String> {
         }
     }
     Ok(created)
+}
+
+/// Kills and reaps a helper child of the keeper (the port forwarder) when the keeper is done.
+struct ChildGuard(Option<libc::pid_t>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let mut st = 0;
+            // SAFETY: kills and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut st, 0);
+            }
+        }
+    }
 }
 
 fn loopback_up() -> Result<(), String> {
@@ -893,16 +979,33 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
     }
     mounts::apply(&p.mounts, &p.mount_targets).map_err(setup)?;
     let etc = root.join("etc");
+    let own_resolv = p.scratch.join("resolv.conf");
+    let resolv = if own_resolv.is_file() {
+        own_resolv
+    } else {
+        PathBuf::from("/etc/resolv.conf")
+    };
     let binds = [
         (p.scratch.join("hosts"), etc.join("hosts")),
         (p.scratch.join("hostname"), etc.join("hostname")),
-        (PathBuf::from("/etc/resolv.conf"), etc.join("resolv.conf")),
+        (resolv, etc.join("resolv.conf")),
     ];
     for (src, dst) in &binds {
         if src.exists() && dst.is_file() {
             let s = src.to_string_lossy();
             mount(&s, dst, "", libc::MS_BIND, None).map_err(setup)?;
         }
+    }
+    if p.readonly_root {
+        // Only the root mount: volumes, tmpfs, /dev and /proc keep their own flags.
+        mount(
+            "",
+            root,
+            "",
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+            None,
+        )
+        .map_err(setup)?;
     }
     let r = path_c(root).map_err(setup)?;
     let dot = cstr(".").map_err(|e| setup(e.to_string()))?;
@@ -967,6 +1070,21 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
             libc::dup2(out_w.as_raw_fd(), 2);
         }
     }
+    if let Some(fd) = p.net_ready {
+        let mut byte = [0u8; 1];
+        let n = loop {
+            // SAFETY: reads one byte from the inherited pipe into a local buffer.
+            let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break n;
+            }
+        };
+        if n != 1 {
+            return Err(setup(
+                "the container's network (slirp4netns) was not set up".into(),
+            ));
+        }
+    }
     if p.init {
         let code = init::run_as_init(&mut || exec_program(p));
         // SAFETY: ends the reaper once the command is gone.
@@ -1027,6 +1145,9 @@ mod tests {
             pipes: Vec::new(),
             mounts: Vec::new(),
             confine: Confinement::default(),
+            ports: Vec::new(),
+            volume_fills: Vec::new(),
+            readonly_root: false,
         }
     }
 

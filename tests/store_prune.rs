@@ -230,10 +230,12 @@ fn config_cap_is_applied_after_builds() {
 fn volumes_go_only_with_the_volumes_flag_and_df_shows_them() {
     let k = Kiln::new();
     k.import_busybox("bb");
+    k.ok(&["volume", "create", "data"]);
     let vol = k.root().join("volumes/data");
-    fs::create_dir_all(&vol).unwrap();
-    fs::write(vol.join("f"), vec![7u8; 5000]).unwrap();
-    assert_eq!(df_row(&k, "Local Volumes"), (1, 0, "5kB".to_string()));
+    fs::write(vol.join("_data/f"), vec![7u8; 5000]).unwrap();
+    let (total, _, size) = df_row(&k, "Local Volumes");
+    assert_eq!(total, 1);
+    assert!(size.ends_with("kB"), "{size}");
     let (total, _, _) = df_row(&k, "Images");
     assert_eq!(total, 1);
     let out = k.ok(&["system", "df"]);
@@ -247,6 +249,12 @@ fn volumes_go_only_with_the_volumes_flag_and_df_shows_them() {
         vol.exists(),
         "prune without --volumes never removes a volume"
     );
+    // As docker's: `--volumes` removes unused anonymous volumes, never a named one.
+    k.ok(&["prune", "-f", "--volumes"]);
+    assert!(vol.exists(), "a named volume is kept");
+    let meta = vol.join("volume.json");
+    let text = fs::read_to_string(&meta).unwrap();
+    fs::write(&meta, text.replace("\"Anonymous\": false", "\"Anonymous\": true")).unwrap();
     let out = k.ok(&["prune", "-f", "--volumes"]);
     assert!(out.contains("Deleted Volumes:\ndata"), "{out}");
     assert!(!vol.exists());

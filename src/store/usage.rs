@@ -220,28 +220,10 @@ impl Store {
         })
     }
 
-    /// Where named volumes live: `volumes/<name>`. A process using one holds a shared lock
-    /// on the directory; `prune_volumes` removes only those nobody holds.
+    /// Where volumes live: `volumes/<name>` (the runtime's `volumes` module owns them; the
+    /// store only measures them here).
     pub fn volumes_dir(&self) -> std::path::PathBuf {
         self.root().join("volumes")
-    }
-
-    /// Removes every volume no live process holds; returns their names and bytes freed.
-    pub fn prune_volumes(&self) -> Result<(Vec<String>, u64)> {
-        let dir = self.volumes_dir();
-        let mut removed = Vec::new();
-        let mut bytes = 0u64;
-        for name in fsutil::list_names(&dir)? {
-            let path = dir.join(&name);
-            let Some(_held) = try_lock_entry(&path)? else {
-                continue;
-            };
-            let size = fsutil::tree_size(&path);
-            fsutil::remove_tree(&path)?;
-            bytes = bytes.saturating_add(size);
-            removed.push(name);
-        }
-        Ok((removed, bytes))
     }
 }
 

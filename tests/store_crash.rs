@@ -1,19 +1,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Crash safety: a seeded loop starts kiln commands (builds with COPY and RUN layers, import,
-//! save, load, tag, rmi, prune, builder prune) and SIGKILLs them at random moments. After
-//! every kill `kiln system check` must find the store sound, every image that was complete
-//! before the kill (and that the killed command was not asked to remove or move) must still
-//! resolve to the same manifest, and the next command must work. Leftovers of the killed
-//! processes are allowed (unlocked temp entries, stale lease files, records of snapshots never
-//! published); at the end, once they are old enough to judge, `--repair` removes them all.
+//! save, load, tag, rmi, prune, builder prune, pulls from and pushes to a docker-registry on
+//! loopback, foreground `run --rm`) and SIGKILLs them at random moments. After every kill
+//! `kiln system check` must find the store sound, every image that was complete before the
+//! kill (and that the killed command was not asked to remove or move) must still resolve to
+//! the same manifest, and the next command must work: the killed pull or push again (the
+//! registry's copy, pulled into a fresh store, is the image pushed), a run, a build. A killed
+//! run must leave no container process and no mount under the store. Leftovers of the killed
+//! processes are allowed (unlocked temp entries such as a run's upper dir, stale lease files,
+//! records of snapshots never published); at the end, once they are old enough to judge,
+//! `--repair` removes them all.
 //!
-//! Bounded: 150 kills or 60 s of wall time, whichever first. `KILN_CRASH_SEED` picks the
+//! Bounded: 200 kills or 90 s of wall time, whichever first. `KILN_CRASH_SEED` picks the
 //! seed (the default is fixed, so a failure reproduces).
 
 mod common;
 
-use common::{busybox_tar, context, Kiln};
-use std::collections::BTreeSet;
+use common::{busybox_tar, context, Kiln, LoopbackRegistry};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -62,12 +66,6 @@ fn full(name: &str) -> String {
     }
 }
 
-struct Op {
-    args: Vec<String>,
-    /// Full names this command may legitimately remove or move.
-    touches: Vec<String>,
-}
-
 fn kiln(k: &Kiln) -> Command {
     let mut c = Command::new(assert_cmd::cargo::cargo_bin("kiln"));
     c.arg("--root").arg(k.root());
@@ -102,6 +100,104 @@ fn noise(rng: &mut Rng, len: usize) -> Vec<u8> {
     v
 }
 
+
+/// The image ID (config digest) `name` has in the store of `k`.
+fn image_id(k: &Kiln, name: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&must(k, &["inspect", name])).unwrap();
+    v[0]["Id"].as_str().unwrap().to_string()
+}
+
+/// What the registry holds under `reference`, as a pull into a fresh store sees it: every
+/// blob is fetched and checked against its digest, so a partial upload cannot pass.
+fn registry_image_id(reference: &str) -> String {
+    let fresh = Kiln::new();
+    must(&fresh, &["pull", "-q", reference]);
+    image_id(&fresh, reference)
+}
+
+/// Processes whose command line holds `marker`: a killed run's keeper (a fork of kiln, so it
+/// keeps kiln's arguments) and the container's command both carry it.
+fn processes_with(marker: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(marker) {
+            found.push(format!("{pid}: {text}"));
+        }
+    }
+    found
+}
+
+/// Mount points at or under `root` in the test's mount namespace.
+fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_str().unwrap();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(root)))
+        .map(String::from)
+        .collect()
+}
+
+/// What the round must verify after its command was killed, besides the store-wide checks.
+enum After {
+    Nothing,
+    /// Pulling the reference again works and gives this image ID.
+    Pull { reference: String, id: String },
+    /// Pushing again works, and the registry's copy is the image with this ID.
+    Push {
+        source: String,
+        dest: String,
+        id: String,
+    },
+    /// No process of the container is left, nothing is mounted under the store, and the
+    /// next run works.
+    Run { marker: String },
+}
+
+struct Op {
+    kind: &'static str,
+    args: Vec<String>,
+    /// Full names this command may legitimately remove or move.
+    touches: Vec<String>,
+    after: After,
+}
+
+/// Pushes three images with layers of 1-3 MiB to `reg` as `src/app:{a,b,c}` from a store
+/// of their own; returns (reference, image ID) pairs.
+fn seed_registry(rng: &mut Rng, reg: &LoopbackRegistry) -> Vec<(String, String)> {
+    let seeder = Kiln::new();
+    must(
+        &seeder,
+        &["import", busybox_tar().to_str().unwrap(), "bb"],
+    );
+    let mut out = Vec::new();
+    for (i, tag) in ["a", "b", "c"].iter().enumerate() {
+        let ctx = context(&[(
+            "Dockerfile",
+            "FROM bb\nCOPY one.bin /one.bin\nCOPY two.bin /two.bin\n",
+        )]);
+        fs::write(ctx.path().join("one.bin"), noise(rng, (1 + i) << 20)).unwrap();
+        fs::write(ctx.path().join("two.bin"), noise(rng, 512 * 1024)).unwrap();
+        let reference = format!("{}/src/app:{tag}", reg.host());
+        must(
+            &seeder,
+            &["build", "-q", "-t", &reference, ctx.path().to_str().unwrap()],
+        );
+        must(&seeder, &["push", "-q", &reference]);
+        out.push((reference.clone(), image_id(&seeder, &reference)));
+    }
+    out
+}
+
 #[test]
 fn sigkill_at_random_moments_never_breaks_the_store() {
     let seed = std::env::var("KILN_CRASH_SEED")
@@ -116,18 +212,27 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
     let work = tempfile::tempdir().unwrap();
     let archive = work.path().join("saved.tar");
     must(&k, &["save", "-o", archive.to_str().unwrap(), "bb"]);
+    // Pulls and pushes need the registry; without it (and without KILN_REQUIRE_TOOLS) the
+    // harness kills the other commands only.
+    let reg = LoopbackRegistry::start();
+    let remote = reg
+        .as_ref()
+        .map(|r| seed_registry(&mut rng, r))
+        .unwrap_or_default();
 
-    let max_kills = 150;
-    let budget = Duration::from_secs(60);
+    let max_kills = 200;
+    let budget = Duration::from_secs(90);
     let started = Instant::now();
     let (mut kills, mut sound_after_kill, mut finished, mut leftovers_seen) = (0, 0, 0, 0);
+    // Per kind of command: (killed, finished before the kill).
+    let mut by_kind: BTreeMap<&'static str, (u32, u32)> = BTreeMap::new();
     let mut round = 0u64;
     let mut contexts: Vec<tempfile::TempDir> = Vec::new();
     while kills < max_kills && started.elapsed() < budget {
         round += 1;
         let names = ["app1", "app2", "app3", "imp", "loaded", "copy"];
         let name = names[rng.below(names.len() as u64) as usize];
-        let op = match rng.below(10) {
+        let op = match rng.below(16) {
             0..=3 => {
                 // COPY layers of a few MiB so kills land mid-write; a shared first layer so
                 // the cache is exercised; RUN in one of four.
@@ -155,17 +260,22 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
                 ];
                 contexts.push(ctx);
                 Op {
+                    kind: "build",
                     args,
                     touches: vec![full(name)],
+                    after: After::Nothing,
                 }
             }
             4 => Op {
+                kind: "import",
                 args: vec!["import".into(), bb.clone(), name.into()],
                 touches: vec![full(name)],
+                after: After::Nothing,
             },
             5 => {
                 let out = work.path().join(format!("out-{round}.tar"));
                 Op {
+                    kind: "save",
                     args: vec![
                         "save".into(),
                         "-o".into(),
@@ -173,9 +283,11 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
                         "bb".into(),
                     ],
                     touches: vec![],
+                    after: After::Nothing,
                 }
             }
             6 => Op {
+                kind: "load",
                 args: vec![
                     "load".into(),
                     "-q".into(),
@@ -183,32 +295,103 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
                     archive.to_str().unwrap().into(),
                 ],
                 touches: vec![full("bb")],
+                after: After::Nothing,
             },
             7 => Op {
+                kind: "tag",
                 args: vec!["tag".into(), "bb".into(), name.into()],
                 touches: vec![full(name)],
+                after: After::Nothing,
             },
             8 => {
-                let present = tags(&root).into_iter().any(|(n, _)| n == full(name));
-                if !present || name == "bb" {
+                // Any tag but the base, pulled ones included (so later pulls download again).
+                let present: Vec<String> = tags(&root)
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|n| *n != full("bb"))
+                    .collect();
+                if present.is_empty() {
                     continue;
                 }
+                let victim = present[rng.below(present.len() as u64) as usize].clone();
                 Op {
-                    args: vec!["rmi".into(), name.into()],
-                    touches: vec![full(name)],
+                    kind: "rmi",
+                    args: vec!["rmi".into(), victim.clone()],
+                    touches: vec![victim],
+                    after: After::Nothing,
                 }
             }
-            _ => {
+            9 => {
                 if rng.below(2) == 0 {
                     Op {
+                        kind: "prune",
                         args: vec!["prune".into(), "-f".into()],
                         touches: vec![],
+                        after: After::Nothing,
                     }
                 } else {
                     Op {
+                        kind: "builder prune",
                         args: vec!["builder".into(), "prune".into(), "-f".into(), "-a".into()],
                         touches: vec![],
+                        after: After::Nothing,
                     }
+                }
+            }
+            10 | 11 => {
+                if remote.is_empty() {
+                    continue;
+                }
+                let (reference, id) = remote[rng.below(remote.len() as u64) as usize].clone();
+                Op {
+                    kind: "pull",
+                    args: vec!["pull".into(), "-q".into(), reference.clone()],
+                    touches: vec![reference.clone()],
+                    after: After::Pull { reference, id },
+                }
+            }
+            12 | 13 => {
+                let Some(reg) = &reg else {
+                    continue;
+                };
+                let present: Vec<String> = tags(&root).into_iter().map(|(n, _)| n).collect();
+                let source = present[rng.below(present.len() as u64) as usize].clone();
+                let dest = format!(
+                    "{}/dst/p{}:{}",
+                    reg.host(),
+                    rng.below(3),
+                    rng.below(3)
+                );
+                let id = image_id(&k, &source);
+                Op {
+                    kind: "push",
+                    args: vec!["push".into(), "-q".into(), source.clone(), dest.clone()],
+                    touches: vec![],
+                    after: After::Push { source, dest, id },
+                }
+            }
+            _ => {
+                // Files written into the upper dir so kills land while it fills; a sleep in
+                // one of three so some land while the command merely waits.
+                let marker = format!("kiln-crash-{seed}-{round}");
+                let files = rng.below(3000);
+                let sleep = if rng.below(3) == 0 { "; sleep 5" } else { "" };
+                let script = format!(
+                    "i=0; while [ $i -lt {files} ]; do echo $i > /f$i; i=$((i+1)); done{sleep}"
+                );
+                Op {
+                    kind: "run",
+                    args: vec![
+                        "run".into(),
+                        "--rm".into(),
+                        "bb".into(),
+                        "sh".into(),
+                        "-c".into(),
+                        script,
+                        marker.clone(),
+                    ],
+                    touches: vec![],
+                    after: After::Run { marker },
                 }
             }
         };
@@ -233,6 +416,7 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
             }
         };
         let out = child.wait_with_output().unwrap();
+        let counts = by_kind.entry(op.kind).or_default();
         if !killed {
             assert!(
                 out.status.success(),
@@ -240,10 +424,35 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
                 op.args,
                 String::from_utf8_lossy(&out.stderr)
             );
+            counts.1 += 1;
             finished += 1;
             continue;
         }
+        counts.0 += 1;
         kills += 1;
+
+        if let After::Run { marker } = &op.after {
+            // The keeper dies of its parent-death signal and takes the container's pid
+            // namespace with it; the kernel does that asynchronously, so give it a (generous)
+            // moment before calling a survivor a leak.
+            let waited = Instant::now();
+            let mut left = processes_with(marker);
+            while !left.is_empty() && waited.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(20));
+                left = processes_with(marker);
+            }
+            assert!(
+                left.is_empty(),
+                "round {round} (seed {seed}): container processes outlived the killed run:\n{}",
+                left.join("\n")
+            );
+            let mounts = mounts_under(&root);
+            assert!(
+                mounts.is_empty(),
+                "round {round} (seed {seed}): mounts left under the store after a killed run:\n{}",
+                mounts.join("\n")
+            );
+        }
 
         let check = kiln(&k)
             .args(["system", "check", "-q"])
@@ -271,7 +480,30 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
             );
             must(&k, &["inspect", name]);
         }
-        // The next command works: a small build on the base.
+        // The next command works: the one that was killed, then a small build on the base.
+        match &op.after {
+            After::Nothing => {}
+            After::Pull { reference, id } => {
+                must(&k, &["pull", "-q", reference]);
+                assert_eq!(
+                    &image_id(&k, reference),
+                    id,
+                    "round {round} (seed {seed}): pull after a killed pull"
+                );
+            }
+            After::Push { source, dest, id } => {
+                must(&k, &["push", "-q", source, dest]);
+                assert_eq!(
+                    &registry_image_id(dest),
+                    id,
+                    "round {round} (seed {seed}): the registry's {dest} after a killed push"
+                );
+            }
+            After::Run { .. } => {
+                let out = must(&k, &["run", "--rm", "bb", "sh", "-c", "echo ok > /f; cat /f"]);
+                assert_eq!(out, "ok\n");
+            }
+        }
         let ctx = context(&[
             ("Dockerfile", "FROM bb\nCOPY f /f\n"),
             ("f", &round.to_string()),
@@ -281,6 +513,7 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
             &["build", "-q", "-t", "next", ctx.path().to_str().unwrap()],
         );
     }
+    let elapsed = started.elapsed();
 
     // Time passes for the leftovers (rather than waiting a minute): then repair takes them all.
     let old = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(120));
@@ -305,13 +538,32 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
         ],
     );
 
+    let kinds: Vec<String> = by_kind
+        .iter()
+        .map(|(kind, (k, f))| format!("{kind} {k} killed/{f} finished"))
+        .collect();
     println!(
         "crash harness (seed {seed}): {kills} kills, store sound after {sound_after_kill} of them; \
-         {finished} commands finished before their kill; {leftovers_seen} leftovers reported \
-         along the way, {} removed by the final repair; {:.1} s",
+         {finished} commands finished before their kill; by kind: {}; {leftovers_seen} \
+         leftovers reported along the way, {} removed by the final repair; {:.1} s",
+        kinds.join(", "),
         repair.lines().count(),
-        started.elapsed().as_secs_f64()
+        elapsed.as_secs_f64()
     );
     assert_eq!(kills, sound_after_kill);
     assert!(kills > 0);
+    let needed: &[&str] = if reg.is_some() {
+        &["pull", "push", "run"]
+    } else {
+        &["run"]
+    };
+    {
+        for kind in needed {
+            assert!(
+                by_kind.get(*kind).is_some_and(|c| c.0 > 0),
+                "no {kind} was killed: {}",
+                kinds.join(", ")
+            );
+        }
+    }
 }

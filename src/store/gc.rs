@@ -97,6 +97,7 @@ impl Store {
         }
         let marks = self.mark(&self.read_index()?, opts.keep_cache)?;
 
+        let mut doomed_blobs = HashSet::new();
         for name in fsutil::list_names(&self.blobs_dir())? {
             // Files kiln did not name (not 64 hex) are not ours to judge.
             let Ok(digest) = Digest::from_sha256_hex(&name) else {
@@ -105,8 +106,28 @@ impl Store {
             if !marks.blobs.contains(&digest)
                 && self.older_than(&self.blob_path(&digest), opts.grace)?
             {
-                self.remove_blob(&digest, &mut report)?;
+                doomed_blobs.insert(digest);
             }
+        }
+        // Records go before the blobs they name: a gc killed in between then leaves an
+        // unnamed blob (swept next time), never a record naming a missing blob.
+        for name in fsutil::list_names(&self.compressed_dir())? {
+            let Ok(diff_id) = Digest::from_sha256_hex(&name) else {
+                continue;
+            };
+            self.sweep_compressed(
+                &diff_id,
+                |store, path, blob| {
+                    Ok(!store.has_blob(blob)
+                        || doomed_blobs.contains(blob)
+                        || (!marks.layers.contains(&diff_id)
+                            && store.older_than(path, opts.grace)?))
+                },
+                &mut report,
+            )?;
+        }
+        for digest in &doomed_blobs {
+            self.remove_blob(digest, &mut report)?;
         }
         for name in fsutil::list_names(&self.snapshots_dir())? {
             let Ok(diff_id) = Digest::from_sha256_hex(&name) else {
@@ -117,20 +138,6 @@ impl Store {
             {
                 self.remove_snapshot(&diff_id, &mut report)?;
             }
-        }
-        for name in fsutil::list_names(&self.compressed_dir())? {
-            let Ok(diff_id) = Digest::from_sha256_hex(&name) else {
-                continue;
-            };
-            self.sweep_compressed(
-                &diff_id,
-                |store, path, blob| {
-                    Ok(!store.has_blob(blob)
-                        || (!marks.layers.contains(&diff_id)
-                            && store.older_than(path, opts.grace)?))
-                },
-                &mut report,
-            )?;
         }
         // Entries whose layer was swept (or was already gone) can never hit again.
         for (key, entry) in self.cache_entries_raw()? {
@@ -252,6 +259,11 @@ impl Store {
         self.mark_tree(&manifest, &mut candidates)?;
         let keep = self.mark(&index, true)?;
         let collected = &mut report.collected;
+        // Records before the blobs they name, as in gc: a kill in between leaves only
+        // unnamed blobs.
+        for diff_id in candidates.layers.difference(&keep.layers) {
+            self.sweep_compressed(diff_id, |_, _, _| Ok(true), collected)?;
+        }
         for blob in candidates.blobs.difference(&keep.blobs) {
             if self.has_blob(blob) {
                 self.remove_blob(blob, collected)?;
@@ -261,7 +273,6 @@ impl Store {
             if self.snapshot_path(diff_id).is_some() {
                 self.remove_snapshot(diff_id, collected)?;
             }
-            self.sweep_compressed(diff_id, |_, _, _| Ok(true), collected)?;
         }
         Ok(report)
     }

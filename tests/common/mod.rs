@@ -162,3 +162,75 @@ pub fn conformance_dir_if_present() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance");
     dir.is_dir().then_some(dir)
 }
+
+/// A docker-registry (the CNCF distribution server Debian packages) on a free loopback port,
+/// with its own storage and log; killed when dropped. `None` when the server is not installed
+/// (and KILN_REQUIRE_TOOLS is unset).
+pub struct LoopbackRegistry {
+    child: std::process::Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl LoopbackRegistry {
+    pub fn start() -> Option<LoopbackRegistry> {
+        let bin = if Path::new("/usr/bin/docker-registry").exists() {
+            PathBuf::from("/usr/bin/docker-registry")
+        } else if have("docker-registry") {
+            PathBuf::from("docker-registry")
+        } else {
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("log")).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let reg = LoopbackRegistry { child, port, dir };
+        let start = std::time::Instant::now();
+        // Waiting for the port to open: a bound on a start-up, not a speed assertion.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "registry did not start:\n{}",
+                reg.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(reg)
+    }
+
+    /// `127.0.0.1:PORT`, as references name it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for LoopbackRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

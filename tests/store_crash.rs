@@ -567,3 +567,55 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
         }
     }
 }
+
+/// Regression: gc and `rmi` deleted a pulled image's compressed blobs before the
+/// compressed-variant records naming them (and removed snapshots in between), so a kill in
+/// that span left a record naming a missing blob, which `system check` rightly calls damage.
+/// Here every round pulls an image (its compressed blobs and their records) and kills the
+/// `rmi` or prune that removes it early in its sweep.
+#[test]
+fn killed_removals_never_leave_a_compressed_record_without_its_blob() {
+    let Some(reg) = LoopbackRegistry::start() else {
+        return;
+    };
+    let mut rng = Rng(0x5eed_c0de_u64);
+    let remote = seed_registry(&mut rng, &reg);
+    let k = Kiln::new();
+    must(&k, &["import", busybox_tar().to_str().unwrap(), "bb"]);
+    let (mut kills, mut unsound) = (0, Vec::new());
+    for round in 0..40 {
+        let (reference, id) = &remote[round % remote.len()];
+        must(&k, &["pull", "-q", reference]);
+        assert_eq!(&image_id(&k, reference), id);
+        let args: Vec<&str> = if round % 2 == 0 {
+            vec!["rmi", reference]
+        } else {
+            must(&k, &["rmi", reference]);
+            vec!["builder", "prune", "-f", "-a"]
+        };
+        let mut child = kiln(&k).args(&args).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(40)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        let check = kiln(&k)
+            .args(["system", "check", "-q"])
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        if !check.status.success() {
+            unsound.push(format!(
+                "round {round}, kiln {args:?}:\n{}",
+                String::from_utf8_lossy(&check.stdout)
+            ));
+            must(&k, &["system", "check", "--repair", "-q"]);
+        }
+    }
+    assert!(unsound.is_empty(), "{}", unsound.join("\n"));
+    assert!(kills > 0);
+    must(&k, &["pull", "-q", &remote[0].0]);
+    let clean = must(&k, &["system", "check"]);
+    assert!(clean.contains("the store is sound"), "{clean}");
+}

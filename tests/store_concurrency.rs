@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Concurrent use of one store root: threads stand in for processes here, which is faithful
 //! because flock locks belong to each open file, not to the process. The last test runs real
-//! kiln processes side by side.
+//! kiln processes side by side: 8 builds, an import, pulls from a docker-registry on
+//! loopback, prunes and a check.
 
 mod common;
 
@@ -300,12 +301,36 @@ fn saved_files(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec
 }
 
 #[test]
-fn eight_builds_an_import_prunes_and_a_check_at_once() {
+fn eight_builds_an_import_pulls_prunes_and_a_check_at_once() {
     use common::{busybox_tar, context, Kiln};
     use std::process::{Command, Stdio};
     let k = Kiln::new();
     k.import_busybox("bb");
     let bin = assert_cmd::cargo::cargo_bin("kiln");
+    // Pulls from a registry on loopback run beside the builds: an image with busybox's layer
+    // (which the store already has) and one of its own, pushed there from another store.
+    let reg = common::LoopbackRegistry::start();
+    let pulled: Vec<(String, String)> = match &reg {
+        None => Vec::new(),
+        Some(reg) => {
+            let seeder = Kiln::new();
+            seeder.import_busybox("bb");
+            let mut out = Vec::new();
+            for (tag, content) in [("1", "pulled one\n"), ("2", "pulled two\n")] {
+                let ctx = context(&[
+                    ("Dockerfile", "FROM bb\nCOPY pulled.txt /pulled.txt\n"),
+                    ("pulled.txt", content),
+                ]);
+                let reference = format!("{}/c/pulled:{tag}", reg.host());
+                seeder.ok(&["build", "-q", "-t", &reference, ctx.path().to_str().unwrap()]);
+                seeder.ok(&["push", "-q", &reference]);
+                let v: serde_json::Value =
+                    serde_json::from_str(&seeder.ok(&["inspect", &reference])).unwrap();
+                out.push((reference, v[0]["Id"].as_str().unwrap().to_string()));
+            }
+            out
+        }
+    };
     let contexts: Vec<_> = (0..8)
         .map(|i| {
             let run = if i == 0 { "RUN echo ran > /ran.txt\n" } else { "" };
@@ -354,6 +379,14 @@ fn eight_builds_an_import_prunes_and_a_check_at_once() {
             "imported".into(),
         ]),
     ));
+    // Two pulls of each: one of them downloads, the other finds it being (or already)
+    // stored.
+    for (reference, _) in pulled.iter().chain(&pulled) {
+        children.push((
+            format!("pull {reference}"),
+            spawn(vec!["pull".into(), "-q".into(), reference.clone()]),
+        ));
+    }
     children.push(("prune".into(), spawn(vec!["prune".into(), "-f".into()])));
     // A check beside them must not mistake work in progress for damage.
     children.push((
@@ -397,6 +430,16 @@ fn eight_builds_an_import_prunes_and_a_check_at_once() {
         assert_eq!(files.contains_key("ran.txt"), i == 0, "app{i}");
     }
     k.ok(&["inspect", "imported"]);
+    for (i, (reference, id)) in pulled.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", reference])).unwrap();
+        assert_eq!(v[0]["Id"].as_str().unwrap(), id, "{reference}");
+        let archive = k.dir.path().join(format!("pulled{i}.tar"));
+        k.ok(&["save", "-o", archive.to_str().unwrap(), reference]);
+        let files = saved_files(&archive);
+        let want = if i == 0 { "pulled one\n" } else { "pulled two\n" };
+        assert_eq!(files["pulled.txt"], want.as_bytes(), "{reference}");
+        assert!(files.contains_key("bin/busybox"), "{reference} lost its base");
+    }
     let check = k.ok(&["system", "check"]);
     assert!(check.contains("the store is sound"), "{check}");
 

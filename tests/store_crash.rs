@@ -519,6 +519,13 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
     // Time passes for the leftovers (rather than waiting a minute): then repair takes them all.
     let old = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(120));
     let tmp: PathBuf = root.join("tmp");
+    let run_scratch = fs::read_dir(&tmp)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("ctr-"))
+        })
+        .count();
     for e in fs::read_dir(&tmp).unwrap() {
         let _ = filetime::set_symlink_file_times(e.unwrap().path(), old, old);
     }
@@ -546,7 +553,8 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
     println!(
         "crash harness (seed {seed}): {kills} kills, store sound after {sound_after_kill} of them; \
          {finished} commands finished before their kill; by kind: {}; {leftovers_seen} \
-         leftovers reported along the way, {} removed by the final repair; {:.1} s",
+         leftovers reported along the way, {} removed by the final repair (killed runs' \
+         upper dirs among them: {run_scratch}); {:.1} s",
         kinds.join(", "),
         repair.lines().count(),
         elapsed.as_secs_f64()

@@ -322,7 +322,13 @@ fn eight_builds_an_import_pulls_prunes_and_a_check_at_once() {
                     ("pulled.txt", content),
                 ]);
                 let reference = format!("{}/c/pulled:{tag}", reg.host());
-                seeder.ok(&["build", "-q", "-t", &reference, ctx.path().to_str().unwrap()]);
+                seeder.ok(&[
+                    "build",
+                    "-q",
+                    "-t",
+                    &reference,
+                    ctx.path().to_str().unwrap(),
+                ]);
                 seeder.ok(&["push", "-q", &reference]);
                 let v: serde_json::Value =
                     serde_json::from_str(&seeder.ok(&["inspect", &reference])).unwrap();
@@ -436,9 +442,16 @@ fn eight_builds_an_import_pulls_prunes_and_a_check_at_once() {
         let archive = k.dir.path().join(format!("pulled{i}.tar"));
         k.ok(&["save", "-o", archive.to_str().unwrap(), reference]);
         let files = saved_files(&archive);
-        let want = if i == 0 { "pulled one\n" } else { "pulled two\n" };
+        let want = if i == 0 {
+            "pulled one\n"
+        } else {
+            "pulled two\n"
+        };
         assert_eq!(files["pulled.txt"], want.as_bytes(), "{reference}");
-        assert!(files.contains_key("bin/busybox"), "{reference} lost its base");
+        assert!(
+            files.contains_key("bin/busybox"),
+            "{reference} lost its base"
+        );
     }
     let check = k.ok(&["system", "check"]);
     assert!(check.contains("the store is sound"), "{check}");

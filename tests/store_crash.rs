@@ -100,7 +100,6 @@ fn noise(rng: &mut Rng, len: usize) -> Vec<u8> {
     v
 }
 
-
 /// The image ID (config digest) `name` has in the store of `k`.
 fn image_id(k: &Kiln, name: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&must(k, &["inspect", name])).unwrap();
@@ -151,7 +150,10 @@ fn mounts_under(root: &Path) -> Vec<String> {
 enum After {
     Nothing,
     /// Pulling the reference again works and gives this image ID.
-    Pull { reference: String, id: String },
+    Pull {
+        reference: String,
+        id: String,
+    },
     /// Pushing again works, and the registry's copy is the image with this ID.
     Push {
         source: String,
@@ -160,7 +162,9 @@ enum After {
     },
     /// No process of the container is left, nothing is mounted under the store, and the
     /// next run works.
-    Run { marker: String },
+    Run {
+        marker: String,
+    },
 }
 
 struct Op {
@@ -175,10 +179,7 @@ struct Op {
 /// of their own; returns (reference, image ID) pairs.
 fn seed_registry(rng: &mut Rng, reg: &LoopbackRegistry) -> Vec<(String, String)> {
     let seeder = Kiln::new();
-    must(
-        &seeder,
-        &["import", busybox_tar().to_str().unwrap(), "bb"],
-    );
+    must(&seeder, &["import", busybox_tar().to_str().unwrap(), "bb"]);
     let mut out = Vec::new();
     for (i, tag) in ["a", "b", "c"].iter().enumerate() {
         let ctx = context(&[(
@@ -190,7 +191,13 @@ fn seed_registry(rng: &mut Rng, reg: &LoopbackRegistry) -> Vec<(String, String)>
         let reference = format!("{}/src/app:{tag}", reg.host());
         must(
             &seeder,
-            &["build", "-q", "-t", &reference, ctx.path().to_str().unwrap()],
+            &[
+                "build",
+                "-q",
+                "-t",
+                &reference,
+                ctx.path().to_str().unwrap(),
+            ],
         );
         must(&seeder, &["push", "-q", &reference]);
         out.push((reference.clone(), image_id(&seeder, &reference)));
@@ -356,12 +363,7 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
                 };
                 let present: Vec<String> = tags(&root).into_iter().map(|(n, _)| n).collect();
                 let source = present[rng.below(present.len() as u64) as usize].clone();
-                let dest = format!(
-                    "{}/dst/p{}:{}",
-                    reg.host(),
-                    rng.below(3),
-                    rng.below(3)
-                );
+                let dest = format!("{}/dst/p{}:{}", reg.host(), rng.below(3), rng.below(3));
                 let id = image_id(&k, &source);
                 Op {
                     kind: "push",
@@ -501,7 +503,10 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
                 );
             }
             After::Run { .. } => {
-                let out = must(&k, &["run", "--rm", "bb", "sh", "-c", "echo ok > /f; cat /f"]);
+                let out = must(
+                    &k,
+                    &["run", "--rm", "bb", "sh", "-c", "echo ok > /f; cat /f"],
+                );
                 assert_eq!(out, "ok\n");
             }
         }
@@ -627,4 +632,122 @@ fn killed_removals_never_leave_a_compressed_record_without_its_blob() {
     must(&k, &["pull", "-q", &remote[0].0]);
     let clean = must(&k, &["system", "check"]);
     assert!(clean.contains("the store is sound"), "{clean}");
+}
+
+/// Killed rootless runs (the mode kiln is for): the upper dir a killed `kiln run` leaves
+/// holds files of the caller's subordinate ids and a read-only directory, which the caller
+/// alone cannot remove; no container process and no mount survive the kill, the store stays
+/// sound, the next run works, and `system check --repair`, run as that same user, removes
+/// every such upper dir.
+#[test]
+fn killed_rootless_runs_leave_only_upper_dirs_repair_removes() {
+    use common::{ensure_test_user, is_root, run, TEST_USER};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("kiln");
+    fs::copy(assert_cmd::cargo::cargo_bin("kiln"), &bin).unwrap();
+    fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
+    let root = dir.path().join("store");
+    if is_root() {
+        ensure_test_user();
+        run(Command::new("chown")
+            .arg("-R")
+            .arg(TEST_USER)
+            .arg(dir.path()));
+    }
+    let as_user = |args: &[&str]| {
+        let mut c = if is_root() {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--reuid", TEST_USER, "--regid", TEST_USER, "--init-groups"])
+                .arg(&bin)
+                .env("HOME", format!("/home/{TEST_USER}"));
+            c
+        } else {
+            Command::new(&bin)
+        };
+        c.current_dir(dir.path())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let ok = |args: &[&str]| {
+        let out = as_user(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "kiln {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(&["import", "busybox.tar", "bb"]);
+
+    let mut rng = Rng(0x7007_1e55);
+    let (mut kills, mut finished) = (0, 0);
+    for round in 0..24 {
+        let marker = format!("kiln-crash-rootless-{round}");
+        let files = rng.below(300);
+        let script = format!(
+            "mkdir /d; i=0; while [ $i -lt {files} ]; do echo $i > /d/f$i; i=$((i+1)); done; \
+             chown -R 1234:1234 /d; chmod 500 /d; sleep {}",
+            rng.below(2)
+        );
+        let args = ["run", "--rm", "bb", "sh", "-c", &script, &marker];
+        let mut child = as_user(&args).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(600)));
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            finished += 1;
+            continue;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        let waited = Instant::now();
+        let mut left = processes_with(&marker);
+        while !left.is_empty() && waited.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+            left = processes_with(&marker);
+        }
+        assert!(left.is_empty(), "round {round}: {}", left.join("\n"));
+        let mounts = mounts_under(&root);
+        assert!(mounts.is_empty(), "round {round}: {}", mounts.join("\n"));
+        let check = as_user(&["system", "check", "-q"]).output().unwrap();
+        assert!(
+            check.status.success(),
+            "round {round}: store unsound after a killed rootless run:\n{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        assert_eq!(ok(&["run", "--rm", "bb", "echo", "next"]), "next\n");
+    }
+    assert!(kills > 0);
+
+    let tmp = root.join("tmp");
+    let old = filetime::FileTime::from_system_time(SystemTime::now() - Duration::from_secs(120));
+    let mut upper_dirs = 0;
+    for e in fs::read_dir(&tmp).unwrap() {
+        let path = e.unwrap().path();
+        upper_dirs += 1;
+        let _ = filetime::set_symlink_file_times(&path, old, old);
+    }
+    let repair = ok(&["system", "check", "--repair", "-q"]);
+    let left: Vec<_> = fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "repair left {left:?}:\n{repair}");
+    let clean = ok(&["system", "check"]);
+    assert!(clean.contains("the store is sound"), "{clean}");
+    println!(
+        "rootless runs: {kills} killed, {finished} finished; {upper_dirs} upper dirs left, \
+         all removed by repair"
+    );
 }

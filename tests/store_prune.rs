@@ -254,7 +254,11 @@ fn volumes_go_only_with_the_volumes_flag_and_df_shows_them() {
     assert!(vol.exists(), "a named volume is kept");
     let meta = vol.join("volume.json");
     let text = fs::read_to_string(&meta).unwrap();
-    fs::write(&meta, text.replace("\"Anonymous\": false", "\"Anonymous\": true")).unwrap();
+    fs::write(
+        &meta,
+        text.replace("\"Anonymous\": false", "\"Anonymous\": true"),
+    )
+    .unwrap();
     let out = k.ok(&["prune", "-f", "--volumes"]);
     assert!(out.contains("Deleted Volumes:\ndata"), "{out}");
     assert!(!vol.exists());

@@ -27,7 +27,7 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Remove images (by name: that tag; by ID: the image and all its tags).
     Rmi(RmiArgs),
-    /// Show images' details as JSON.
+    /// Show containers' or images' details as JSON (a container by that name or ID first).
     Inspect(InspectArgs),
     /// Show how an image was made, newest step first.
     History(HistoryArgs),
@@ -308,7 +308,28 @@ fn tag(store: &Store, args: TagArgs) -> Result<()> {
 fn rmi(store: &Store, args: RmiArgs) -> Result<ExitCode> {
     let mut failed = false;
     let mut out = io::stdout().lock();
+    let in_use = kiln::runtime::state::images_in_use(store)?;
     for q in &args.images {
+        if !args.force {
+            // docker refuses to take the last name of an image a container uses.
+            let user = store.resolve(q).ok().and_then(|record| {
+                let last = record.references.len() <= 1;
+                let digest = record.manifest.digest.to_string();
+                in_use
+                    .iter()
+                    .find(|u| last && u.manifest == digest)
+                    .map(|u| (u.container.clone(), record))
+            });
+            if let Some((container, record)) = user {
+                failed = true;
+                eprintln!(
+                    "Error response from daemon: conflict: unable to remove repository reference \"{q}\" (must force) - container {} is using its referenced image {}",
+                    container.get(..12).unwrap_or(&container),
+                    short_id(&record.config)
+                );
+                continue;
+            }
+        }
         let result = store.resolve(q).and_then(|record| {
             store
                 .remove_image(q, args.force)
@@ -485,7 +506,7 @@ fn inspect_image(record: &ImageRecord, config: &ImageConfig) -> Result<InspectIm
 }
 
 /// JSON indented by four spaces, with `<`, `>` and `&` escaped, as Go's encoder writes it.
-fn docker_json(value: &impl Serialize) -> Result<String> {
+pub(super) fn docker_json(value: &impl Serialize) -> Result<String> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -501,16 +522,21 @@ fn docker_json(value: &impl Serialize) -> Result<String> {
 fn inspect(store: &Store, args: InspectArgs) -> Result<()> {
     let mut out = Vec::new();
     for q in &args.images {
+        // A container first, as docker's `inspect` looks.
+        if let Ok(id) = kiln::runtime::state::resolve(store, q) {
+            let c = kiln::runtime::state::load(store, &id)?;
+            out.push(kiln::runtime::container::inspect_json(&c));
+            continue;
+        }
         let record = store.resolve(q)?;
         let config = store.read_config(&record.config)?;
-        out.push(inspect_image(&record, &config)?);
+        out.push(serde_json::to_value(inspect_image(&record, &config)?)?);
     }
     match &args.format {
         None => println!("{}", docker_json(&out)?),
         Some(template) => {
-            for image in &out {
-                let value = serde_json::to_value(image)?;
-                println!("{}", render_template(template, &value)?);
+            for value in &out {
+                println!("{}", render_template(template, value)?);
             }
         }
     }
@@ -519,7 +545,7 @@ fn inspect(store: &Store, args: InspectArgs) -> Result<()> {
 
 /// The subset of Go templates that inspect scripts use most: `{{.A.B}}`, `{{json .A}}` and
 /// `{{.}}`; anything else is an error rather than a guess.
-fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
+pub(super) fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
@@ -718,7 +744,7 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
 
 /// Aligns cells as docker's tabwriter does (minimum width 10, padding 3); the last column is
 /// not padded.
-fn table(rows: &[Vec<String>]) -> String {
+pub(super) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; cols];
     for row in rows {
@@ -748,7 +774,7 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
-fn ellipsis(s: &str, max: usize) -> String {
+pub(super) fn ellipsis(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -791,7 +817,7 @@ fn sig_digits(v: f64, p: usize) -> String {
 }
 
 /// go-units' `HumanDuration`, as docker prints ages.
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     let minutes = secs / 60;
     let hours = (secs as f64 / 3600.0 + 0.5) as u64;
     match () {
@@ -809,7 +835,7 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -322,6 +322,16 @@ fn names_are_unique_and_generated_when_missing() {
     );
     let o = e.kiln(&["exec", "nope", "true"]);
     assert_eq!(code(&o), 125);
+    // A command that cannot start fails `run -d` itself, as docker's does, leaving nothing.
+    let before = e.ok(&["ps", "-a", "-q"]);
+    let o = e.kiln(&["run", "-d", "busybox", "no-such-command"]);
+    assert_eq!(code(&o), 127, "{}", stderr(&o));
+    assert!(stderr(&o).contains("no-such-command: executable file not found"));
+    let o = e.kiln(&["run", "-d", "-w", "/no/such/dir", "busybox", "true"]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert_eq!(e.ok(&["ps", "-a", "-q"]), before);
+    // docker's management-command spelling.
+    assert_eq!(e.ok(&["container", "ls", "-a", "-q"]), before);
     // A detached --rm container removes itself when it exits.
     let id = e.detach(&["--rm", "busybox", "true"]);
     e.until("the --rm container is removed", || {
@@ -490,6 +500,9 @@ fn rmi_refuses_an_image_a_container_uses() {
             )),
         "{err}"
     );
+    assert!(e.ok(&["images"]).contains("busybox"));
+    // prune -a keeps an image a container uses.
+    e.ok(&["prune", "-a", "-f"]);
     assert!(e.ok(&["images"]).contains("busybox"));
     e.ok(&["rm", "user"]);
     e.ok(&["rmi", "busybox"]);

@@ -443,7 +443,12 @@ fn kill(store: &Store, args: &KillArgs) -> ExitCode {
 
 fn rm(store: &Store, args: &RmArgs) -> ExitCode {
     each(&args.containers, |q| {
-        let c = find(store, q)?;
+        let id = state::resolve(store, q)?;
+        let c = match state::load(store, &id) {
+            Ok(c) => c,
+            // A record left unreadable (a crash while it was written) can only go.
+            Err(_) => return Ok(state::remove(store, &id)?),
+        };
         if c.state.status == Status::Running {
             if !args.force {
                 bail!(

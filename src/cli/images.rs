@@ -142,7 +142,7 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every image not in use, tagged or not (there are no containers yet, so all).
+    /// Remove every image no container uses, tagged or not.
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Do not ask for confirmation.
@@ -713,8 +713,13 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
     }
     let mut lines = Vec::new();
     let mut reclaimed = 0u64;
+    let in_use = kiln::runtime::state::images_in_use(store)?;
     for record in store.list()? {
         if !args.all && !record.references.is_empty() {
+            continue;
+        }
+        let digest = record.manifest.digest.to_string();
+        if in_use.iter().any(|u| u.manifest == digest) {
             continue;
         }
         let report = store.remove_image(record.manifest.digest.as_str(), true)?;

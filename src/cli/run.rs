@@ -2,7 +2,7 @@
 //! code 125 for kiln's own errors, the container's otherwise.
 
 use clap::{Args, ValueEnum};
-use kiln::runtime::container::{self, ContainerOptions};
+use kiln::runtime::container::{self, ContainerError, ContainerOptions};
 use kiln::runtime::Network;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,7 +68,11 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> ExitCode {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(RUNTIME_FAILURE)
+            let code = match err.downcast_ref::<ContainerError>() {
+                Some(ContainerError::StartFailed { code, .. }) => u8::try_from(*code).ok(),
+                _ => None,
+            };
+            ExitCode::from(code.unwrap_or(RUNTIME_FAILURE))
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum ContainerError {
     NoCommand,
     #[error("{0}")]
     Invalid(String),
+    /// The container's command could not be started (docker's `run` exits with `code`).
+    #[error("{msg}")]
+    StartFailed { code: i32, msg: String },
 }
 
 /// What `kiln run` was asked for. Stored in the container's config.json (the supervisor
@@ -242,7 +245,9 @@ pub fn plan(
     if let Some(w) = &ids.warning {
         reporter.event(crate::progress::Event::Warning(w));
     }
-    let mut pins = vec![manifest_digest.clone(), manifest.config.digest.clone()];
+    // gc marks everything a pinned manifest reaches (config, layers, snapshots): one pin,
+    // one lease write.
+    let pins = vec![manifest_digest.clone()];
     let mut lowers = Vec::with_capacity(manifest.layers.len());
     for (desc, diff_id) in manifest
         .layers
@@ -258,7 +263,6 @@ pub fn plan(
             }
         };
         lowers.push(lower);
-        pins.push(diff_id.clone());
     }
     let user_spec = opts.user.as_deref().unwrap_or(&config.user);
     let user = super::resolve_user(

@@ -198,7 +198,8 @@ pub fn run_with_stdio(
 }
 
 /// [`run_with_stdio`], calling `started` with the host pid of the container's first
-/// process (PID 1 inside) as soon as it exists, before it execs: a caller records it,
+/// process (PID 1 inside) once it exists (with [`Stdio::Capture`]) or once it has exec'd
+/// or failed to (otherwise; a failure has reached `output` by then): a caller records it,
 /// forwards signals to it, or closes its own copies of the descriptors of [`Stdio::Fds`].
 pub fn run_container(
     spec: &RunSpec,
@@ -301,11 +302,13 @@ pub fn run_container(
     drop(go);
     let mut pid_bytes = [0u8; 4];
     // EOF instead of a pid: the keeper failed before the command existed (its status says why).
-    if std::fs::File::from(pid_r)
+    let command_pid = std::fs::File::from(pid_r)
         .read_exact(&mut pid_bytes)
         .is_ok()
-    {
-        started(libc::pid_t::from_ne_bytes(pid_bytes));
+        .then(|| libc::pid_t::from_ne_bytes(pid_bytes));
+    let capture = stdio == Stdio::Capture;
+    if let (true, Some(p)) = (capture, command_pid) {
+        started(p);
     }
     let mut out = std::fs::File::from(out_r);
     let mut buf = vec![0u8; 16 * 1024];
@@ -316,6 +319,11 @@ pub fn run_container(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
+    }
+    // Without capture, the pipe only carries setup errors and ends when the command execs
+    // (close-on-exec) or fails: `started` then comes after any such error was reported.
+    if let (false, Some(p)) = (capture, command_pid) {
+        started(p);
     }
     let mut status = String::new();
     let _ = std::fs::File::from(status_r).read_to_string(&mut status);

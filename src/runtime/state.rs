@@ -241,8 +241,10 @@ fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
+    // No fsync: a record describes processes that do not outlive a crash of the machine,
+    // the rename alone keeps readers from a torn file, and syncs would double `kiln run`'s
+    // start-up time. A record left unreadable by a crash is skipped by `ps` and removable.
     tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
     tmp.persist(path).map_err(|e| StateError::Io {
         path: path.to_path_buf(),
         source: e.error,
@@ -411,7 +413,7 @@ pub fn list(store: &Store) -> Result<Vec<Container>, StateError> {
         .iter()
         .filter_map(|id| load(store, id).ok())
         .collect();
-    out.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+    out.sort_by_key(|c| std::cmp::Reverse(c.config.created));
     Ok(out)
 }
 
@@ -481,6 +483,78 @@ mod tests {
         assert!(alive(pid, start));
         assert!(!alive(pid, start + 1));
         assert!(!alive(0, start));
+    }
+
+    fn record(id: &str, name: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: id.to_string(),
+            name: name.to_string(),
+            created: now_nanos(),
+            image: "busybox".into(),
+            image_id: "sha256:aa".into(),
+            manifest: "sha256:bb".into(),
+            argv: vec!["true".into()],
+            env: Vec::new(),
+            workdir: String::new(),
+            user: String::new(),
+            hostname: String::new(),
+            stop_signal: None,
+            options: ContainerOptions::default(),
+        }
+    }
+
+    #[test]
+    fn names_ids_and_prefixes_resolve_and_names_are_claimed_once() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let a = format!("abc1{}", "0".repeat(60));
+        let b = format!("abc2{}", "0".repeat(60));
+        create(&store, record(&a, "web"), &State::created(false)).unwrap();
+        let made = create(&store, record(&b, ""), &State::created(false)).unwrap();
+        assert!(super::super::names::valid_name(&made.name));
+        assert!(matches!(
+            create(&store, record(&new_id(), "web"), &State::created(false)),
+            Err(StateError::NameInUse { .. })
+        ));
+        assert!(matches!(
+            create(&store, record(&new_id(), "a b"), &State::created(false)),
+            Err(StateError::BadName(_))
+        ));
+        assert_eq!(resolve(&store, "web").unwrap(), a);
+        assert_eq!(resolve(&store, "/web").unwrap(), a);
+        assert_eq!(resolve(&store, &made.name).unwrap(), b);
+        assert_eq!(resolve(&store, "abc2").unwrap(), b);
+        assert_eq!(resolve(&store, &a).unwrap(), a);
+        assert!(matches!(
+            resolve(&store, "abc"),
+            Err(StateError::Ambiguous(_))
+        ));
+        assert!(matches!(
+            resolve(&store, "nope"),
+            Err(StateError::NotFound(_))
+        ));
+        assert_eq!(list(&store).unwrap().len(), 2);
+        assert_eq!(images_in_use(&store).unwrap().len(), 2);
+        // Created (never run) containers are not running: prune removes them and frees names.
+        assert_eq!(remove_stopped(&store).unwrap().len(), 2);
+        assert!(list(&store).unwrap().is_empty());
+        create(&store, record(&new_id(), "web"), &State::created(false)).unwrap();
+    }
+
+    #[test]
+    fn a_running_record_whose_supervisor_is_gone_reads_as_exited() {
+        let mut s = State::created(false);
+        s.status = Status::Running;
+        let me = i32::try_from(std::process::id()).unwrap();
+        s.supervisor_pid = me;
+        s.supervisor_start = start_time(me);
+        s.started_at = Some(5);
+        assert!(s.running());
+        s.supervisor_start += 1;
+        let e = s.effective();
+        assert_eq!(e.status, Status::Exited);
+        assert_eq!(e.exit_code, 137);
+        assert_eq!(e.finished_at, Some(5));
     }
 
     #[test]

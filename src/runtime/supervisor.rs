@@ -67,6 +67,12 @@ pub fn spawn(store: &Store, id: &str) -> Result<(), ContainerError> {
     drop(w);
     let mut msg = String::new();
     let _ = std::fs::File::from(r).read_to_string(&mut msg);
+    if let Some((code, m)) = msg.strip_prefix('X').and_then(|m| m.split_once(':')) {
+        return fail(ContainerError::StartFailed {
+            code: code.parse().unwrap_or(125),
+            msg: m.trim().trim_start_matches("kiln: ").to_string(),
+        });
+    }
     match msg.strip_prefix('E') {
         None if msg == "R" => Ok(()),
         Some(m) => fail(ContainerError::Invalid(m.to_string())),
@@ -211,7 +217,10 @@ fn run(store: &Store, id: &str, report: &mut dyn FnMut(&str)) -> Result<i32, Con
     };
     let threads = std::cell::RefCell::new(Vec::new());
     let log_for_errors = log.clone();
-    container::start(
+    // A command that could not start (not found, bad working directory) fails `run -d`
+    // itself, as docker's does, instead of leaving an exited container.
+    let setup_error = std::cell::RefCell::new(String::new());
+    let code = container::start(
         store,
         &c.config,
         planned,
@@ -223,13 +232,26 @@ fn run(store: &Store, id: &str, report: &mut dyn FnMut(&str)) -> Result<i32, Con
                     .borrow_mut()
                     .push(log_stream(fd, log.clone(), stream));
             }
-            report("R");
+            if setup_error.borrow().is_empty() {
+                report("R");
+            }
         },
-        &mut |bytes| write_line(&log_for_errors, "stderr", bytes),
+        &mut |bytes| {
+            setup_error
+                .borrow_mut()
+                .push_str(&String::from_utf8_lossy(bytes));
+            write_line(&log_for_errors, "stderr", bytes)
+        },
         &mut || {
             for t in threads.borrow_mut().drain(..) {
                 let _ = t.join();
             }
         },
-    )
+    )?;
+    let msg = setup_error.into_inner();
+    if !msg.is_empty() {
+        let _ = state::remove(store, id);
+        report(&format!("X{code}:{msg}"));
+    }
+    Ok(code)
 }

@@ -431,6 +431,14 @@ fn inspect_shows_dockers_fields_and_prefixes_resolve() {
     assert_eq!(v["Config"]["Hostname"], &id[..12]);
     assert_eq!(v["Config"]["Image"], "busybox");
     assert_eq!(v["Config"]["WorkingDir"], "/tmp");
+    assert_eq!(v["Config"]["Cmd"], serde_json::json!(["sleep", "300"]));
+    assert_eq!(v["Config"]["Entrypoint"], serde_json::Value::Null);
+    // docker's key order, not an alphabetical one.
+    let text = e.ok(&["inspect", "insp"]);
+    let pos = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
+    assert!(
+        pos("Id") < pos("Created") && pos("State") < pos("Image") && pos("Name") < pos("Config")
+    );
     assert!(v["Config"]["Env"]
         .as_array()
         .unwrap()

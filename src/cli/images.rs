@@ -357,6 +357,14 @@ fn rmi(store: &Store, args: RmiArgs) -> Result<ExitCode> {
     })
 }
 
+/// A container or an image, as `kiln inspect` shows either.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Inspected {
+    Container(kiln::runtime::container::ContainerInspect),
+    Image(InspectImage),
+}
+
 /// One element of `kiln inspect`'s output, with docker's field names and order.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -525,18 +533,19 @@ fn inspect(store: &Store, args: InspectArgs) -> Result<()> {
         // A container first, as docker's `inspect` looks.
         if let Ok(id) = kiln::runtime::state::resolve(store, q) {
             let c = kiln::runtime::state::load(store, &id)?;
-            out.push(kiln::runtime::container::inspect_json(&c));
+            out.push(Inspected::Container(kiln::runtime::container::inspect(&c)));
             continue;
         }
         let record = store.resolve(q)?;
         let config = store.read_config(&record.config)?;
-        out.push(serde_json::to_value(inspect_image(&record, &config)?)?);
+        out.push(Inspected::Image(inspect_image(&record, &config)?));
     }
     match &args.format {
         None => println!("{}", docker_json(&out)?),
         Some(template) => {
-            for value in &out {
-                println!("{}", render_template(template, value)?);
+            for item in &out {
+                let value = serde_json::to_value(item)?;
+                println!("{}", render_template(template, &value)?);
             }
         }
     }

@@ -91,6 +91,20 @@ pub fn command_line(
     entrypoint: Option<&str>,
     args: &[String],
 ) -> Result<Vec<String>, ContainerError> {
+    let (entry, cmd) = command_parts(config, entrypoint, args);
+    let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    Ok(argv)
+}
+
+/// The ENTRYPOINT and CMD parts of [`command_line`], as `inspect` shows them.
+pub fn command_parts(
+    config: &ContainerConfig,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> (Vec<String>, Vec<String>) {
     let (entry, image_cmd): (Vec<String>, Vec<String>) = match entrypoint {
         Some("") => (Vec::new(), Vec::new()),
         Some(e) => (vec![e.to_string()], Vec::new()),
@@ -104,11 +118,7 @@ pub fn command_line(
     } else {
         args.to_vec()
     };
-    let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
-    if argv.is_empty() {
-        return Err(ContainerError::NoCommand);
-    }
-    Ok(argv)
+    (entry, cmd)
 }
 
 /// The image's Env with `extra` over it: a key given again replaces the earlier value in
@@ -226,6 +236,8 @@ pub struct Planned {
     pub stop_signal: Option<String>,
     /// The user the command runs as: `--user`, else the image's USER.
     pub user_spec: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
 }
 
 /// The one place that turns [`ContainerOptions`] and an image into a [`RunSpec`]: the image
@@ -241,6 +253,7 @@ pub fn plan(
     let image = store.read_config(&manifest.config.digest)?;
     let config = &image.config;
     let argv = command_line(config, opts.entrypoint.as_deref(), &opts.args)?;
+    let (entrypoint, cmd) = command_parts(config, opts.entrypoint.as_deref(), &opts.args);
     let ids = super::host_id_plan();
     if let Some(w) = &ids.warning {
         reporter.event(crate::progress::Event::Warning(w));
@@ -302,6 +315,8 @@ pub fn plan(
         manifest: manifest_digest.clone(),
         stop_signal: Some(config.stop_signal.clone()).filter(|s| !s.is_empty()),
         user_spec: user_spec.to_string(),
+        entrypoint,
+        cmd,
     })
 }
 
@@ -325,6 +340,8 @@ pub fn create(
         image_id: planned.image_id.to_string(),
         manifest: planned.manifest.to_string(),
         argv: planned.spec.argv.clone(),
+        entrypoint: planned.entrypoint.clone(),
+        cmd: planned.cmd.clone(),
         env: planned.spec.env.clone(),
         workdir: planned.spec.cwd.clone(),
         user: planned.user_spec.clone(),
@@ -466,8 +483,65 @@ fn rfc3339_nanos(n: Option<u64>) -> String {
     }
 }
 
-/// `kiln inspect` of a container: docker's field names and layout (the subset kiln has).
-pub fn inspect_json(c: &state::Container) -> serde_json::Value {
+/// `kiln inspect` of a container: docker's field names, in docker's order (the subset
+/// kiln has).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    pub id: String,
+    pub created: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub state: InspectState,
+    pub image: String,
+    pub log_path: String,
+    pub name: String,
+    pub driver: &'static str,
+    pub host_config: InspectHostConfig,
+    pub config: InspectConfig,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectState {
+    pub status: &'static str,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub dead: bool,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectHostConfig {
+    pub network_mode: serde_json::Value,
+    pub auto_remove: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectConfig {
+    pub hostname: String,
+    pub user: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub image: String,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub stop_signal: String,
+}
+
+/// The [`ContainerInspect`] of a container record.
+pub fn inspect(c: &state::Container) -> ContainerInspect {
     let cfg = &c.config;
     let st = &c.state;
     let o = &cfg.options;
@@ -475,49 +549,50 @@ pub fn inspect_json(c: &state::Container) -> serde_json::Value {
         Some((p, a)) => (p.clone(), a.to_vec()),
         None => (String::new(), Vec::new()),
     };
-    let (entrypoint, cmd): (Option<Vec<String>>, Vec<String>) = match &o.entrypoint {
-        Some(e) if !e.is_empty() => (Some(vec![e.clone()]), o.args.clone()),
-        _ => (None, cfg.argv.clone()),
-    };
-    serde_json::json!({
-        "Id": cfg.id,
-        "Created": rfc3339_nanos(Some(cfg.created)),
-        "Path": path,
-        "Args": args,
-        "State": {
-            "Status": st.status.as_str(),
-            "Running": st.status == Status::Running,
-            "Paused": false,
-            "Restarting": false,
-            "OOMKilled": false,
-            "Dead": false,
-            "Pid": if st.status == Status::Running { st.pid } else { 0 },
-            "ExitCode": st.exit_code,
-            "Error": st.error,
-            "StartedAt": rfc3339_nanos(st.started_at),
-            "FinishedAt": rfc3339_nanos(st.finished_at),
+    let running = st.status == Status::Running;
+    let non_empty = |v: &Vec<String>| Some(v.clone()).filter(|v| !v.is_empty());
+    ContainerInspect {
+        id: cfg.id.clone(),
+        created: rfc3339_nanos(Some(cfg.created)),
+        path,
+        args,
+        state: InspectState {
+            status: st.status.as_str(),
+            running,
+            paused: false,
+            restarting: false,
+            oom_killed: false,
+            dead: false,
+            pid: if running { st.pid } else { 0 },
+            exit_code: st.exit_code,
+            error: st.error.clone(),
+            started_at: rfc3339_nanos(st.started_at),
+            finished_at: rfc3339_nanos(st.finished_at),
         },
-        "Image": cfg.image_id,
-        "LogPath": "",
-        "Name": format!("/{}", cfg.name),
-        "Driver": "overlay",
-        "HostConfig": {
-            "NetworkMode": serde_json::to_value(o.network).unwrap_or_default(),
-            "AutoRemove": o.rm,
+        image: cfg.image_id.clone(),
+        log_path: String::new(),
+        name: format!("/{}", cfg.name),
+        driver: "overlay",
+        host_config: InspectHostConfig {
+            network_mode: serde_json::to_value(o.network).unwrap_or_default(),
+            auto_remove: o.rm,
         },
-        "Config": {
-            "Hostname": cfg.hostname,
-            "User": cfg.user,
-            "Tty": o.tty,
-            "OpenStdin": o.stdin,
-            "Env": cfg.env,
-            "Cmd": cmd,
-            "Image": cfg.image,
-            "WorkingDir": cfg.workdir,
-            "Entrypoint": entrypoint,
-            "StopSignal": cfg.stop_signal.clone().unwrap_or_else(|| "SIGTERM".to_string()),
+        config: InspectConfig {
+            hostname: cfg.hostname.clone(),
+            user: cfg.user.clone(),
+            tty: o.tty,
+            open_stdin: o.stdin,
+            env: cfg.env.clone(),
+            cmd: non_empty(&cfg.cmd),
+            image: cfg.image.clone(),
+            working_dir: cfg.workdir.clone(),
+            entrypoint: non_empty(&cfg.entrypoint),
+            stop_signal: cfg
+                .stop_signal
+                .clone()
+                .unwrap_or_else(|| "SIGTERM".to_string()),
         },
-    })
+    }
 }
 
 /// The pid signals go to in the foreground (0 until the container exists).

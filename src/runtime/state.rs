@@ -58,6 +58,11 @@ pub struct ContainerConfig {
     pub manifest: String,
     /// What runs: ENTRYPOINT + CMD resolved by docker's rules.
     pub argv: Vec<String>,
+    /// Its ENTRYPOINT and CMD parts.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
     /// The environment after merging the image's with `-e`/`--env-file`.
     pub env: Vec<String>,
     pub workdir: String,
@@ -494,6 +499,8 @@ mod tests {
             image_id: "sha256:aa".into(),
             manifest: "sha256:bb".into(),
             argv: vec!["true".into()],
+            entrypoint: Vec::new(),
+            cmd: vec!["true".into()],
             env: Vec::new(),
             workdir: String::new(),
             user: String::new(),

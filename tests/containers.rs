@@ -145,6 +145,17 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    /// A failed test must not leave its containers running.
+    fn drop(&mut self) {
+        let out = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
+        let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+        for id in ids.split_whitespace() {
+            let _ = self.kiln(&["rm", "-f", id]);
+        }
+    }
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }

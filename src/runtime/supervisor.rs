@@ -40,9 +40,13 @@ pub fn spawn(store: &Store, id: &str) -> Result<(), ContainerError> {
         Err(e) => return fail(e.into()),
     };
     let wfd = w.as_raw_fd();
+    // The supervisor lives in / (it must not pin the caller's working directory), so the
+    // store's path has to be absolute.
+    let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--root")
-        .arg(store.root())
+        .arg(root)
+        .current_dir("/")
         .arg(SUPERVISE_COMMAND)
         .arg(id)
         .env(READY_FD_VAR, "3")

@@ -558,7 +558,9 @@ fn exec_inner(store: &Store, args: ExecArgs) -> Result<i32> {
         return Ok(kiln::runtime::exec::exec(pid, &spec, &mut || {})?);
     }
     let pty = kiln::runtime::pty::Pty::open()?;
-    let raw = kiln::runtime::pty::RawMode::enter(0);
+    let raw = args
+        .interactive
+        .then(|| kiln::runtime::pty::RawMode::enter(0));
     let fd = pty.slave.as_raw_fd();
     spec.stdio = Stdio::Fds {
         stdin: fd,

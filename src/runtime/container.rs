@@ -642,7 +642,9 @@ pub fn run_foreground(
             return Err(e.into());
         }
     };
-    let raw = super::pty::RawMode::enter(0);
+    // Raw mode only when kiln's keys go to the container (as docker): without -i, ^C stays
+    // a signal to kiln, which forwards it.
+    let raw = opts.stdin.then(|| super::pty::RawMode::enter(0));
     let master = pty.master;
     let mut slave = Some(pty.slave);
     let slave_fd = slave.as_ref().map_or(-1, |s| s.as_raw_fd());

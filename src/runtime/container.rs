@@ -743,6 +743,32 @@ mod tests {
     }
 
     #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("term"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("KILL"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("sigusr1"), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("65"), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn inspect_shows_entrypoint_and_cmd_apart() {
+        let c = cfg(Some(&["/ep"]), Some(&["default"]));
+        assert_eq!(
+            command_parts(&c, None, &s(&["x"])),
+            (s(&["/ep"]), s(&["x"]))
+        );
+        assert_eq!(
+            command_parts(&c, Some("/bin/sh"), &[]),
+            (s(&["/bin/sh"]), Vec::new())
+        );
+    }
+
+    #[test]
     fn env_given_replaces_the_images_in_place() {
         let img = s(&["PATH=/bin", "A=1", "B=2"]);
         assert_eq!(

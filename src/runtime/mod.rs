@@ -9,6 +9,9 @@
 //! mount namespace of its own for /proc, /dev and pivot_root, drops to the USER and execs.
 //! The keeper waits for it, removes the mount points it had to create, and walks the upper
 //! dir from inside the user namespace, so the layer records container ids, not host ones.
+//! The keeper reports the command's host pid to kiln (see [`run_container`]), which records
+//! it, signals it, and `exec` enters its namespaces; containers with a life of their own
+//! (records, the supervisor, ptys, exec) live in the submodules below.
 
 pub mod container;
 pub mod exec;

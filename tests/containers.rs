@@ -597,3 +597,97 @@ fn tty_gives_a_terminal() {
     assert_eq!(out, "exec-tty\r\n");
     e.ok(&["rm", "-f", "tt"]);
 }
+
+/// A pty for kiln's own terminal: (master, slave).
+fn open_pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut m, mut s) = (-1, -1);
+    let ws = libc::winsize {
+        ws_row: 41,
+        ws_col: 103,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let r = unsafe { libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+    assert_eq!(r, 0);
+    unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) }
+}
+
+/// Read the pty master until `needle` shows (bounded: the child is killed on a hang, so
+/// the test fails instead of waiting forever).
+fn read_until(
+    m: &mut std::fs::File,
+    seen: &mut Vec<u8>,
+    needle: &str,
+    child: &mut std::process::Child,
+) {
+    use std::os::fd::AsRawFd;
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("never saw {needle:?}: {}", String::from_utf8_lossy(seen));
+        }
+        let mut pfd = libc::pollfd {
+            fd: m.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+            continue;
+        }
+        match std::io::Read::read(m, &mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => {
+                let _ = child.kill();
+                panic!(
+                    "pty closed before {needle:?}: {}",
+                    String::from_utf8_lossy(seen)
+                );
+            }
+        }
+    }
+}
+
+fn lflag(f: &std::fs::File) -> libc::tcflag_t {
+    use std::os::fd::AsRawFd;
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::tcgetattr(f.as_raw_fd(), &mut t) }, 0);
+    t.c_lflag
+}
+
+#[test]
+fn tty_copies_the_window_size_and_restores_the_terminal() {
+    let e = Env::new(As::Root);
+    let (master, slave) = open_pty();
+    let before = lflag(&slave);
+    assert_ne!(before & libc::ICANON, 0, "a fresh pty is cooked");
+    let mut child = e
+        .command(&[
+            "run",
+            "--rm",
+            "-i",
+            "-t",
+            "busybox",
+            "sh",
+            "-c",
+            "stty size; read x; echo got-$x",
+        ])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    let mut m = master;
+    let mut seen = Vec::new();
+    // The size line first; then a line typed into kiln's terminal reaches the container.
+    read_until(&mut m, &mut seen, "41 103", &mut child);
+    // While attached with -i, kiln's terminal is raw (no line editing, no echo).
+    assert_eq!(lflag(&slave) & (libc::ICANON | libc::ECHO), 0);
+    m.write_all(b"abc\r").unwrap();
+    read_until(&mut m, &mut seen, "got-abc", &mut child);
+    assert!(child.wait().unwrap().success());
+    // kiln put its terminal back as it found it.
+    assert_eq!(lflag(&slave), before);
+}

@@ -569,11 +569,11 @@ fn exec_inner(store: &Store, args: ExecArgs) -> Result<i32> {
         tty: true,
     };
     let master = pty.master;
+    kiln::runtime::pty::follow_window_size(master.as_raw_fd(), 0);
     let mut slave = Some(pty.slave);
     let mut out = None;
     let code = kiln::runtime::exec::exec(pid, &spec, &mut || {
         slave = None;
-        kiln::runtime::pty::follow_window_size(master.as_raw_fd(), 0);
         if args.interactive {
             kiln::runtime::pty::copy_in(&master);
         }

@@ -11,7 +11,7 @@ use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// A failure before the command runs (kiln's own: docker reports these with exit code 125).
 #[derive(Debug, thiserror::Error)]
@@ -597,12 +597,29 @@ pub fn inspect(c: &state::Container) -> ContainerInspect {
 
 /// The pid signals go to in the foreground (0 until the container exists).
 static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Signals that came before the container existed (a bit per signal number), delivered
+/// once it does: a `kill` right after the container shows in `ps` must not be lost.
+static PENDING: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn forward_signal(sig: libc::c_int) {
     let pid = FORWARD_TO.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
+    } else if (0..64).contains(&sig) {
+        PENDING.fetch_or(1 << sig, Ordering::SeqCst);
+    }
+}
+
+/// Start forwarding to `pid`, first the signals that were held back.
+fn forward_to(pid: libc::pid_t) {
+    FORWARD_TO.store(pid, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    for sig in 1..64 {
+        if pending & (1 << sig) != 0 {
+            // SAFETY: signalling the container's process, which exists now.
+            unsafe { libc::kill(pid, sig) };
+        }
     }
 }
 
@@ -630,7 +647,7 @@ pub fn run_foreground(
             &config,
             planned,
             Stdio::Inherit { stdin: opts.stdin },
-            &mut |pid| FORWARD_TO.store(pid, Ordering::SeqCst),
+            &mut forward_to,
             &mut ignored,
             &mut || {},
         );
@@ -646,6 +663,8 @@ pub fn run_foreground(
     // a signal to kiln, which forwards it.
     let raw = opts.stdin.then(|| super::pty::RawMode::enter(0));
     let master = pty.master;
+    // The size is there before the command starts (it may ask at once).
+    super::pty::follow_window_size(master.as_raw_fd(), 0);
     let mut slave = Some(pty.slave);
     let slave_fd = slave.as_ref().map_or(-1, |s| s.as_raw_fd());
     let output_thread = std::cell::RefCell::new(None);
@@ -661,10 +680,9 @@ pub fn run_foreground(
         planned,
         stdio,
         &mut |pid| {
-            FORWARD_TO.store(pid, Ordering::SeqCst);
+            forward_to(pid);
             // The master sees EOF once the container's copies of the slave are gone.
             slave = None;
-            super::pty::follow_window_size(master.as_raw_fd(), 0);
             if opts.stdin {
                 super::pty::copy_in(&master);
             }

@@ -361,8 +361,8 @@ fn rmi(store: &Store, args: RmiArgs) -> Result<ExitCode> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Inspected {
-    Container(kiln::runtime::container::ContainerInspect),
-    Image(InspectImage),
+    Container(Box<kiln::runtime::container::ContainerInspect>),
+    Image(Box<InspectImage>),
 }
 
 /// One element of `kiln inspect`'s output, with docker's field names and order.
@@ -533,12 +533,14 @@ fn inspect(store: &Store, args: InspectArgs) -> Result<()> {
         // A container first, as docker's `inspect` looks.
         if let Ok(id) = kiln::runtime::state::resolve(store, q) {
             let c = kiln::runtime::state::load(store, &id)?;
-            out.push(Inspected::Container(kiln::runtime::container::inspect(&c)));
+            out.push(Inspected::Container(Box::new(
+                kiln::runtime::container::inspect(&c),
+            )));
             continue;
         }
         let record = store.resolve(q)?;
         let config = store.read_config(&record.config)?;
-        out.push(Inspected::Image(inspect_image(&record, &config)?));
+        out.push(Inspected::Image(Box::new(inspect_image(&record, &config)?)));
     }
     match &args.format {
         None => println!("{}", docker_json(&out)?),

@@ -85,9 +85,9 @@ pub fn exec(
     spec: &ExecSpec,
     started: &mut dyn FnMut(),
 ) -> Result<i32, RuntimeError> {
-    if spec.argv.is_empty() {
+    let Some(arg0) = spec.argv.first() else {
         return Err(RuntimeError::Setup("no command to run".into()));
-    }
+    };
     let mut ns = Vec::new();
     for (name, flag) in NAMESPACES {
         let theirs = format!("/proc/{pid}/ns/{name}");
@@ -108,7 +108,6 @@ pub fn exec(
         .rev()
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let arg0 = &spec.argv[0];
     let program: Vec<CString> = if arg0.contains('/') {
         vec![cstr(arg0)?]
     } else {

@@ -73,7 +73,7 @@ impl Env {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
+        let mut child = spawn(&mut c);
         if let Some(data) = stdin {
             let mut w = child.stdin.take().unwrap();
             w.write_all(data).unwrap();
@@ -156,6 +156,20 @@ impl Drop for Env {
     }
 }
 
+/// Spawn, retrying while the binary is "busy": another test's fork may briefly hold the
+/// write descriptor of a kiln copy still being made (until that child execs).
+fn spawn(c: &mut Command) -> std::process::Child {
+    for _ in 0..200 {
+        match c.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            r => return r.unwrap(),
+        }
+    }
+    panic!("{c:?}: the binary stayed busy");
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -207,8 +221,10 @@ fn lifecycle(who: As) {
     assert_eq!(e.ok(&["ps", "-q"]).trim(), short);
     assert_eq!(e.ok(&["ps", "-q", "--no-trunc"]).trim(), id);
     // logs: both streams, in order per stream.
+    // (The two streams are read apart: wait for both.)
     e.until("the output is logged", || {
-        e.logs(&["web"]).contains("started")
+        let o = e.kiln(&["logs", "web"]);
+        String::from_utf8_lossy(&o.stdout).contains("started") && stderr(&o).contains("oops")
     });
     let out = e.kiln(&["logs", "web"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
@@ -530,20 +546,18 @@ fn rmi_refuses_an_image_a_container_uses() {
 #[test]
 fn foreground_runs_forward_signals() {
     let e = Env::new(As::Root);
-    let mut child = e
-        .command(&[
-            "run",
-            "--rm",
-            "busybox",
-            "sh",
-            "-c",
-            "trap 'echo got; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
-        ])
-        .stdin(Stdio::null())
+    let mut cmd = e.command(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo got; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    let mut child = spawn(&mut cmd);
     let mut out = child.stdout.take().unwrap();
     let mut buf = [0u8; 6];
     std::io::Read::read_exact(&mut out, &mut buf).unwrap();
@@ -663,22 +677,20 @@ fn tty_copies_the_window_size_and_restores_the_terminal() {
     let (master, slave) = open_pty();
     let before = lflag(&slave);
     assert_ne!(before & libc::ICANON, 0, "a fresh pty is cooked");
-    let mut child = e
-        .command(&[
-            "run",
-            "--rm",
-            "-i",
-            "-t",
-            "busybox",
-            "sh",
-            "-c",
-            "stty size; read x; echo got-$x",
-        ])
-        .stdin(slave.try_clone().unwrap())
+    let mut cmd = e.command(&[
+        "run",
+        "--rm",
+        "-i",
+        "-t",
+        "busybox",
+        "sh",
+        "-c",
+        "stty size; read x; echo got-$x",
+    ]);
+    cmd.stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
-        .stderr(slave.try_clone().unwrap())
-        .spawn()
-        .unwrap();
+        .stderr(slave.try_clone().unwrap());
+    let mut child = spawn(&mut cmd);
     let mut m = master;
     let mut seen = Vec::new();
     // The size line first; then a line typed into kiln's terminal reaches the container.

@@ -27,7 +27,7 @@ pub enum ImageCommand {
     Tag(TagArgs),
     /// Remove images (by name: that tag; by ID: the image and all its tags).
     Rmi(RmiArgs),
-    /// Show images' details as JSON.
+    /// Show containers' or images' details as JSON (a container by that name or ID first).
     Inspect(InspectArgs),
     /// Show how an image was made, newest step first.
     History(HistoryArgs),
@@ -143,7 +143,7 @@ pub struct LoadArgs {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Remove every image not in use, tagged or not (there are no containers yet, so all).
+    /// Remove every image no container uses, tagged or not.
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Do not ask for confirmation.
@@ -312,7 +312,28 @@ fn tag(store: &Store, args: TagArgs) -> Result<()> {
 fn rmi(store: &Store, args: RmiArgs) -> Result<ExitCode> {
     let mut failed = false;
     let mut out = io::stdout().lock();
+    let in_use = kiln::runtime::state::images_in_use(store)?;
     for q in &args.images {
+        if !args.force {
+            // docker refuses to take the last name of an image a container uses.
+            let user = store.resolve(q).ok().and_then(|record| {
+                let last = record.references.len() <= 1;
+                let digest = record.manifest.digest.to_string();
+                in_use
+                    .iter()
+                    .find(|u| last && u.manifest == digest)
+                    .map(|u| (u.container.clone(), record))
+            });
+            if let Some((container, record)) = user {
+                failed = true;
+                eprintln!(
+                    "Error response from daemon: conflict: unable to remove repository reference \"{q}\" (must force) - container {} is using its referenced image {}",
+                    container.get(..12).unwrap_or(&container),
+                    short_id(&record.config)
+                );
+                continue;
+            }
+        }
         let result = store.resolve(q).and_then(|record| {
             store
                 .remove_image(q, args.force)
@@ -338,6 +359,14 @@ fn rmi(store: &Store, args: RmiArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A container or an image, as `kiln inspect` shows either.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Inspected {
+    Container(Box<kiln::runtime::container::ContainerInspect>),
+    Image(Box<InspectImage>),
 }
 
 /// One element of `kiln inspect`'s output, with docker's field names and order.
@@ -489,7 +518,7 @@ fn inspect_image(record: &ImageRecord, config: &ImageConfig) -> Result<InspectIm
 }
 
 /// JSON indented by four spaces, with `<`, `>` and `&` escaped, as Go's encoder writes it.
-fn docker_json(value: &impl Serialize) -> Result<String> {
+pub(super) fn docker_json(value: &impl Serialize) -> Result<String> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
@@ -505,15 +534,23 @@ fn docker_json(value: &impl Serialize) -> Result<String> {
 fn inspect(store: &Store, args: InspectArgs) -> Result<()> {
     let mut out = Vec::new();
     for q in &args.images {
+        // A container first, as docker's `inspect` looks.
+        if let Ok(id) = kiln::runtime::state::resolve(store, q) {
+            let c = kiln::runtime::state::load(store, &id)?;
+            out.push(Inspected::Container(Box::new(
+                kiln::runtime::container::inspect(&c),
+            )));
+            continue;
+        }
         let record = store.resolve(q)?;
         let config = store.read_config(&record.config)?;
-        out.push(inspect_image(&record, &config)?);
+        out.push(Inspected::Image(Box::new(inspect_image(&record, &config)?)));
     }
     match &args.format {
         None => println!("{}", docker_json(&out)?),
         Some(template) => {
-            for image in &out {
-                let value = serde_json::to_value(image)?;
+            for item in &out {
+                let value = serde_json::to_value(item)?;
                 println!("{}", render_template(template, &value)?);
             }
         }
@@ -523,7 +560,7 @@ fn inspect(store: &Store, args: InspectArgs) -> Result<()> {
 
 /// The subset of Go templates that inspect scripts use most: `{{.A.B}}`, `{{json .A}}` and
 /// `{{.}}`; anything else is an error rather than a guess.
-fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
+pub(super) fn render_template(template: &str, value: &serde_json::Value) -> Result<String> {
     let mut out = String::new();
     let mut rest = template;
     while let Some(start) = rest.find("{{") {
@@ -695,8 +732,13 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
     // images they used become unused.
     let mut lines = Vec::new();
     let mut reclaimed = 0u64;
+    let in_use = kiln::runtime::state::images_in_use(store)?;
     for record in store.list()? {
         if !args.all && !record.references.is_empty() {
+            continue;
+        }
+        let digest = record.manifest.digest.to_string();
+        if in_use.iter().any(|u| u.manifest == digest) {
             continue;
         }
         let report = store.remove_image(record.manifest.digest.as_str(), true)?;
@@ -766,7 +808,7 @@ pub(super) fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// docker's `Ellipsis`: at most `max` characters, the last one `…` when cut.
-fn ellipsis(s: &str, max: usize) -> String {
+pub(super) fn ellipsis(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -809,7 +851,7 @@ fn sig_digits(v: f64, p: usize) -> String {
 }
 
 /// go-units' `HumanDuration`, as docker prints ages.
-fn human_duration(secs: u64) -> String {
+pub(super) fn human_duration(secs: u64) -> String {
     let minutes = secs / 60;
     let hours = (secs as f64 / 3600.0 + 0.5) as u64;
     match () {
@@ -827,7 +869,7 @@ fn human_duration(secs: u64) -> String {
     }
 }
 
-fn unix_now() -> i64 {
+pub(super) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -3,6 +3,7 @@
 
 mod args;
 mod build;
+mod container;
 mod debug;
 mod images;
 mod registry;
@@ -41,6 +42,14 @@ enum Command {
     /// Store maintenance: `check`, `df`.
     #[command(subcommand)]
     System(system::SystemCommand),
+    #[command(flatten)]
+    Containers(container::ContainerCommand),
+    /// Manage containers (`kiln container ls|rm|stop|...`).
+    #[command(subcommand)]
+    Container(container::ContainerGroup),
+    /// A detached container's supervisor (started by `kiln run -d`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise { id: String },
     /// Tools for looking inside kiln's pipeline.
     #[command(subcommand)]
     Debug(debug::DebugCommand),
@@ -48,7 +57,7 @@ enum Command {
     Image(images::ImageCommand),
     #[command(flatten)]
     Registry(registry::RegistryCommand),
-    /// Run a command in a new container from an image, in the foreground.
+    /// Run a command in a new container from an image (in the foreground, or -d detached).
     Run(run::RunArgs),
     /// Manage volumes.
     #[command(subcommand)]
@@ -60,7 +69,7 @@ fn open_store(root: Option<PathBuf>) -> anyhow::Result<kiln::store::Store> {
     Ok(kiln::store::Store::open(&root)?)
 }
 
-/// Whether the command line names `run` (the first word that is neither a flag nor the value
+/// Whether the command line names `run` or `exec` (the first word that is neither a flag nor the value
 /// of `--root`), for a parse error clap reports before any subcommand is known.
 fn subcommand_is_run() -> bool {
     let mut args = std::env::args().skip(1);
@@ -68,7 +77,7 @@ fn subcommand_is_run() -> bool {
         if a == "--root" {
             args.next();
         } else if !a.starts_with('-') {
-            return a == "run";
+            return a == "run" || a == "exec";
         }
     }
     false
@@ -97,6 +106,9 @@ pub fn main() -> ExitCode {
         Command::Registry(cmd) => registry::run(cli.root, cmd).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => Ok(run::run(cli.root, args)),
         Command::Volume(cmd) => open_store(cli.root).and_then(|s| volume::run(&s, cmd)),
+        Command::Containers(cmd) => open_store(cli.root).and_then(|s| container::run(&s, cmd)),
+        Command::Container(cmd) => open_store(cli.root).and_then(|s| container::run_group(&s, cmd)),
+        Command::Supervise { id } => open_store(cli.root).map(|s| container::supervise(&s, &id)),
     };
     match result {
         Ok(code) => code,

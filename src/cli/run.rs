@@ -1,9 +1,9 @@
-//! `kiln run`: docker's flags for a foreground container; exit code 125 for kiln's own
-//! errors, the container's otherwise.
+//! `kiln run`: docker's flags for a container in the foreground or detached (`-d`); exit
+//! code 125 for kiln's own errors, the container's otherwise.
 
 use clap::{Args, ValueEnum};
 use kiln::runtime::cgroup::{self, Limits};
-use kiln::runtime::container::{self, ContainerOptions};
+use kiln::runtime::container::{self, ContainerError, ContainerOptions};
 use kiln::runtime::{Confinement, Isolation, Network, Security};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,9 +48,18 @@ impl IsolationArg {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Accepted for docker compatibility: a foreground container is always removed.
+    /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background and print the container's ID.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// A name for the container (default: a random one).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Give the container a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Set an environment variable: `K=V`, or `K` to take the value from kiln's environment.
     #[arg(short = 'e', long = "env", value_name = "K[=V]")]
     pub env: Vec<String>,
@@ -87,7 +96,7 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
-    /// The container's hostname (default: a short random ID).
+    /// The container's hostname (default: its short ID).
     #[arg(long, value_name = "H")]
     pub hostname: Option<String>,
     /// Add a Linux capability to docker's default set (`ALL` for every one).
@@ -126,7 +135,11 @@ pub fn run(root: Option<PathBuf>, args: RunArgs) -> ExitCode {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)),
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(RUNTIME_FAILURE)
+            let code = match err.downcast_ref::<ContainerError>() {
+                Some(ContainerError::StartFailed { code, .. }) => u8::try_from(*code).ok(),
+                _ => None,
+            };
+            ExitCode::from(code.unwrap_or(RUNTIME_FAILURE))
         }
     }
 }
@@ -188,6 +201,9 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
         workdir: args.workdir,
         user: args.user,
         stdin: args.interactive,
+        tty: args.tty,
+        name: args.name,
+        rm: args.rm,
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Host => Network::Host,
@@ -206,5 +222,11 @@ fn run_inner(root: Option<PathBuf>, args: RunArgs) -> anyhow::Result<i32> {
     };
     // Pull progress and warnings go to stderr: stdout is the container's.
     let reporter = kiln::progress::PlainReporter::new(std::io::stderr());
+    if args.detach {
+        let (config, _) = container::create(&store, &opts, &reporter)?;
+        kiln::runtime::supervisor::spawn(&store, &config.id)?;
+        println!("{}", config.id);
+        return Ok(0);
+    }
     Ok(container::run_foreground(&store, &opts, &reporter)?)
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 /// Limits asked for; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Bytes of memory (swap is not allowed beyond it).
     pub memory: Option<u64>,

@@ -1,14 +1,19 @@
-//! A foreground container from an image of the store (`kiln run`): docker's rules for the
-//! command, environment, working directory and user, on the runtime's [`run_with_stdio`]
-//! with the container's streams inherited and no layer written.
+//! Containers from images of the store (`kiln run`): docker's rules for the command,
+//! environment, working directory and user, turned into a [`RunSpec`] by one function
+//! ([`plan`]) for foreground and detached runs alike; the container's record (see
+//! [`super::state`]) is created first and kept up to date while it runs.
 
 use super::ports::{self, Listener, PortError, PortMapping};
+use super::state::{self, ContainerConfig as Record, State, StateError, Status};
 use super::volumes::{self, VolumeError, VolumeMount, Volumes};
 use super::{Network, RunSpec, RuntimeError, Stdio};
 use crate::image::{ContainerConfig, Digest, Reference};
 use crate::progress::Reporter;
 use crate::store::{Store, StoreError};
+use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// A failure before the command runs (kiln's own: docker reports these with exit code 125).
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +26,8 @@ pub enum ContainerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("layer {0}: {1}")]
     Layer(Digest, String),
     #[error("no command specified: the image has no ENTRYPOINT or CMD, and none was given")]
@@ -31,10 +38,15 @@ pub enum ContainerError {
     Ports(#[from] PortError),
     #[error(transparent)]
     Volume(#[from] VolumeError),
+    /// The container's command could not be started (docker's `run` exits with `code`).
+    #[error("{msg}")]
+    StartFailed { code: i32, msg: String },
 }
 
-/// What `kiln run` was asked for.
-#[derive(Debug, Clone)]
+/// What `kiln run` was asked for. Stored in the container's config.json (the supervisor
+/// of a detached container plans its run from it), so new fields need serde and a default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ContainerOptions {
     /// A name or ID the store resolves, or a reference to pull.
     pub image: String,
@@ -48,8 +60,10 @@ pub struct ContainerOptions {
     pub user: Option<String>,
     /// Pass kiln's standard input to the command (`-i`).
     pub stdin: bool,
+    /// A pseudo-terminal for the command (`-t`).
+    pub tty: bool,
     pub network: Network,
-    /// Default: a short random ID.
+    /// Default: the container's short ID.
     pub hostname: Option<String>,
     /// `--cap-add`/`--cap-drop`/`--security-opt`, `--init`, limits, `--isolation`.
     pub confine: super::Confinement,
@@ -62,6 +76,33 @@ pub struct ContainerOptions {
     pub volumes: Vec<VolumeMount>,
     /// `--read-only`: the root filesystem is mounted read-only.
     pub read_only: bool,
+    /// `--name`; default: a random `adjective_surname`.
+    pub name: Option<String>,
+    /// `--rm`: remove the record when the container exits.
+    pub rm: bool,
+}
+
+impl Default for ContainerOptions {
+    fn default() -> Self {
+        ContainerOptions {
+            image: String::new(),
+            args: Vec::new(),
+            entrypoint: None,
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            stdin: false,
+            tty: false,
+            network: Network::Host,
+            hostname: None,
+            name: None,
+            rm: false,
+            confine: super::Confinement::default(),
+            publish: Vec::new(),
+            volumes: Vec::new(),
+            read_only: false,
+        }
+    }
 }
 
 /// The container's volumes: the ones asked for, then an anonymous one for each `VOLUME` of
@@ -75,19 +116,10 @@ pub fn volume_plan(opts: &ContainerOptions, config: &ContainerConfig) -> Vec<Vol
 }
 
 /// Bind the host sockets of `opts.publish` (before the container starts, so a port in use is
-/// an error with nothing running). Empty with `--network host`, where -p is ignored with a
-/// warning, as docker does. `Listener::published()` gives what `ps` shows as PORTS.
-pub fn publish_ports(
-    opts: &ContainerOptions,
-    reporter: &dyn Reporter,
-) -> Result<Vec<Listener>, ContainerError> {
-    if opts.publish.is_empty() {
-        return Ok(Vec::new());
-    }
-    if opts.network == Network::Host {
-        reporter.event(crate::progress::Event::Warning(
-            "published ports are discarded when using host network mode",
-        ));
+/// an error with nothing running). Empty with `--network host`, where -p is ignored ([`plan`]
+/// warns, as docker does). `Listener::published()` gives what `ps` shows as PORTS.
+pub fn publish_ports(opts: &ContainerOptions) -> Result<Vec<Listener>, ContainerError> {
+    if opts.publish.is_empty() || opts.network == Network::Host {
         return Ok(Vec::new());
     }
     Ok(ports::bind(&opts.publish)?)
@@ -100,6 +132,20 @@ pub fn command_line(
     entrypoint: Option<&str>,
     args: &[String],
 ) -> Result<Vec<String>, ContainerError> {
+    let (entry, cmd) = command_parts(config, entrypoint, args);
+    let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(ContainerError::NoCommand);
+    }
+    Ok(argv)
+}
+
+/// The ENTRYPOINT and CMD parts of [`command_line`], as `inspect` shows them.
+pub fn command_parts(
+    config: &ContainerConfig,
+    entrypoint: Option<&str>,
+    args: &[String],
+) -> (Vec<String>, Vec<String>) {
     let (entry, image_cmd): (Vec<String>, Vec<String>) = match entrypoint {
         Some("") => (Vec::new(), Vec::new()),
         Some(e) => (vec![e.to_string()], Vec::new()),
@@ -113,11 +159,7 @@ pub fn command_line(
     } else {
         args.to_vec()
     };
-    let argv: Vec<String> = entry.into_iter().chain(cmd).collect();
-    if argv.is_empty() {
-        return Err(ContainerError::NoCommand);
-    }
-    Ok(argv)
+    (entry, cmd)
 }
 
 /// The image's Env with `extra` over it: a key given again replaces the earlier value in
@@ -165,23 +207,6 @@ pub fn parse_env_file(
         out.extend(env_arg(l, &lookup));
     }
     Ok(out)
-}
-
-/// A short random container ID (12 hex digits, as docker shows them).
-pub fn short_id() -> String {
-    let mut bytes = [0u8; 6];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
-        .is_ok();
-    if !ok {
-        // Unique enough for a hostname when urandom is unreadable.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let mix = t ^ (u128::from(std::process::id()) << 64);
-        bytes.copy_from_slice(&mix.to_le_bytes()[..6]);
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The image record for `name`, pulled first when the store does not have it.
@@ -242,22 +267,44 @@ fn read_image_file(lowers: &[PathBuf], rel: &str) -> Option<String> {
     None
 }
 
-/// Run the container in the foreground: its stdout and stderr are kiln's, its exit code is
-/// returned. The root's upper dir lives in the store's tmp and is removed afterwards.
-pub fn run_foreground(
+/// A planned run: the spec (its scratch dir still to be set) and what it pins.
+pub struct Planned {
+    pub spec: RunSpec,
+    /// The manifest, config and layers the container reads (pinned against gc while it runs).
+    pub pins: Vec<Digest>,
+    pub image_id: Digest,
+    pub manifest: Digest,
+    pub stop_signal: Option<String>,
+    /// The user the command runs as: `--user`, else the image's USER.
+    pub user_spec: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// The container's volumes, anonymous ones named (recorded in its options, so the
+    /// supervisor's plan mounts the same ones and `kiln volume rm` sees them in use).
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// The one place that turns [`ContainerOptions`] and an image into a [`RunSpec`]: the image
+/// by its manifest digest (resolved, or pulled, by the caller), snapshots made if missing.
+pub fn plan(
     store: &Store,
+    manifest_digest: &Digest,
     opts: &ContainerOptions,
+    hostname: &str,
     reporter: &dyn Reporter,
-) -> Result<i32, ContainerError> {
-    let record = find_image(store, &opts.image, reporter)?;
-    let manifest = store.read_manifest(&record.manifest.digest)?;
+) -> Result<Planned, ContainerError> {
+    let manifest = store.read_manifest(manifest_digest)?;
     let image = store.read_config(&manifest.config.digest)?;
     let config = &image.config;
     let argv = command_line(config, opts.entrypoint.as_deref(), &opts.args)?;
+    let (entrypoint, cmd) = command_parts(config, opts.entrypoint.as_deref(), &opts.args);
     let ids = super::host_id_plan();
     if let Some(w) = &ids.warning {
         reporter.event(crate::progress::Event::Warning(w));
     }
+    // gc marks everything a pinned manifest reaches (config, layers, snapshots): one pin,
+    // one lease write.
+    let pins = vec![manifest_digest.clone()];
     let mut lowers = Vec::with_capacity(manifest.layers.len());
     for (desc, diff_id) in manifest
         .layers
@@ -289,58 +336,452 @@ pub fn run_foreground(
         Some(w) => w.to_string(),
         None => config.working_dir.clone(),
     };
-    let hostname = opts.hostname.clone().unwrap_or_else(short_id);
     let env = merge_env(&config.env, &opts.env);
-    let listeners = publish_ports(opts, reporter)?;
+    if !opts.publish.is_empty() && opts.network == Network::Host {
+        reporter.event(crate::progress::Event::Warning(
+            "published ports are discarded when using host network mode",
+        ));
+    }
     if opts.network == Network::Private {
         if let Some(why) = super::net::outbound_unavailable() {
             reporter.event(crate::progress::Event::Warning(&why));
         }
     }
-    let requested = volume_plan(opts, config);
-    let vols = Volumes::new(store.root());
-    let (mounts, volume_fills) = volumes::resolve(&vols, &requested)?;
-    let tmp = store.root().join("tmp");
-    std::fs::create_dir_all(&tmp).map_err(|e| RuntimeError::io(&tmp, e))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("ctr-")
-        .tempdir_in(&tmp)
-        .map_err(|e| RuntimeError::io(&tmp, e))?;
+    let volumes = volume_plan(opts, config);
+    let (mounts, volume_fills) = volumes::resolve(&Volumes::new(store.root()), &volumes)?;
     let spec = RunSpec {
         lowers,
-        scratch: scratch.path().to_path_buf(),
+        scratch: PathBuf::new(),
         argv,
         env,
         cwd,
         user,
         network: opts.network,
-        hostname,
+        hostname: hostname.to_string(),
         ids,
         layer_tar: None,
         source_date_epoch: None,
         pipes: Vec::new(),
         mounts,
-        ports: listeners,
+        // Bound by [`start`], in the process that runs the container.
+        ports: Vec::new(),
         volume_fills,
         readonly_root: opts.read_only,
         confine: opts.confine,
     };
-    let mut ignored = |_: &[u8]| {};
-    let code = super::run_with_stdio(&spec, Stdio::Inherit { stdin: opts.stdin }, &mut ignored);
-    remove_scratch(scratch.path());
-    // A foreground container is removed when it ends: as docker's --rm, with its
-    // anonymous volumes.
-    for m in &requested {
-        if let VolumeMount::Volume {
-            source,
-            anonymous: true,
-            ..
-        } = m
-        {
-            let _ = vols.remove(source, true);
+    Ok(Planned {
+        spec,
+        pins,
+        image_id: manifest.config.digest.clone(),
+        manifest: manifest_digest.clone(),
+        stop_signal: Some(config.stop_signal.clone()).filter(|s| !s.is_empty()),
+        user_spec: user_spec.to_string(),
+        entrypoint,
+        cmd,
+        volumes,
+    })
+}
+
+/// Resolve (or pull) the image, plan the run and write the container's record (name
+/// claimed). Nothing runs yet.
+pub fn create(
+    store: &Store,
+    opts: &ContainerOptions,
+    reporter: &dyn Reporter,
+) -> Result<(Record, Planned), ContainerError> {
+    let record = find_image(store, &opts.image, reporter)?;
+    let id = state::new_id();
+    let short = id.get(..12).unwrap_or(&id).to_string();
+    let hostname = opts.hostname.clone().unwrap_or(short);
+    let planned = plan(store, &record.manifest.digest, opts, &hostname, reporter)?;
+    let config = Record {
+        id,
+        name: opts.name.clone().unwrap_or_default(),
+        created: state::now_nanos(),
+        image: opts.image.clone(),
+        image_id: planned.image_id.to_string(),
+        manifest: planned.manifest.to_string(),
+        argv: planned.spec.argv.clone(),
+        entrypoint: planned.entrypoint.clone(),
+        cmd: planned.cmd.clone(),
+        env: planned.spec.env.clone(),
+        workdir: planned.spec.cwd.clone(),
+        user: planned.user_spec.clone(),
+        hostname,
+        stop_signal: planned.stop_signal.clone(),
+        options: ContainerOptions {
+            volumes: planned.volumes.clone(),
+            ..opts.clone()
+        },
+    };
+    let config = state::create(store, config, &State::created(opts.rm))?;
+    Ok((config, planned))
+}
+
+/// Run a created container to its end, as the process that supervises it (kiln itself in
+/// the foreground, the supervisor when detached): pins its image, keeps its state, removes
+/// it at the end with `--rm`. `started` gets the container's host pid once it exists. A
+/// failure before the container started removes its record.
+pub fn start(
+    store: &Store,
+    config: &Record,
+    mut planned: Planned,
+    stdio: Stdio,
+    started: &mut dyn FnMut(libc::pid_t),
+    output: &mut dyn FnMut(&[u8]),
+    finished: &mut dyn FnMut(),
+) -> Result<i32, ContainerError> {
+    let id = config.id.as_str();
+    let auto_remove = config.options.rm;
+    let fail = |e: ContainerError| -> Result<i32, ContainerError> {
+        let _ = state::remove(store, id);
+        Err(e)
+    };
+    let lease = match store.lease() {
+        Ok(l) => l,
+        Err(e) => return fail(e.into()),
+    };
+    for d in &planned.pins {
+        if let Err(e) = lease.pin(d) {
+            return fail(e.into());
         }
     }
-    Ok(code?)
+    let scratch = state::container_dir(store, id).join("rootfs");
+    if let Err(e) = std::fs::create_dir_all(&scratch) {
+        return fail(RuntimeError::io(&scratch, e).into());
+    }
+    planned.spec.scratch = scratch.clone();
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let mut st = State::created(auto_remove);
+    // A port in use is an error before anything runs.
+    let listeners = match publish_ports(&config.options) {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    st.ports = listeners.iter().map(Listener::published).collect();
+    planned.spec.ports = listeners;
+    st.supervisor_pid = me;
+    st.supervisor_start = state::start_time(me);
+    let mut began = false;
+    let result = super::run_container(
+        &planned.spec,
+        stdio,
+        &mut |pid| {
+            began = true;
+            st.status = Status::Running;
+            st.pid = pid;
+            st.pid_start = state::start_time(pid);
+            st.started_at = Some(state::now_nanos());
+            // The record is best effort from here: the container runs either way.
+            let _ = state::write_state(store, id, &st);
+            started(pid);
+        },
+        output,
+    );
+    finished();
+    remove_scratch(&scratch);
+    let code = match result {
+        Ok(code) => code,
+        Err(e) if !began => return fail(e.into()),
+        Err(e) => {
+            st.error = e.to_string();
+            125
+        }
+    };
+    st.status = Status::Exited;
+    st.exit_code = code;
+    st.pid = 0;
+    st.finished_at = Some(state::now_nanos());
+    if auto_remove {
+        state::remove(store, id)?;
+        // docker's --rm takes the container's anonymous volumes along.
+        let vols = Volumes::new(store.root());
+        for m in &planned.volumes {
+            if let VolumeMount::Volume {
+                source,
+                anonymous: true,
+                ..
+            } = m
+            {
+                let _ = vols.remove(source, true);
+            }
+        }
+    } else {
+        state::write_state(store, id, &st)?;
+    }
+    drop(lease);
+    Ok(code)
+}
+
+/// A signal by name (`SIGTERM`, `term`) or number, as docker's `--signal` and STOPSIGNAL.
+pub fn parse_signal(s: &str) -> Option<libc::c_int> {
+    if let Ok(n) = s.parse::<libc::c_int>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let sig = match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return None,
+    };
+    Some(sig)
+}
+
+fn rfc3339_nanos(n: Option<u64>) -> String {
+    match n {
+        Some(n) => crate::image::timestamp::rfc3339_from_unix(
+            n / 1_000_000_000,
+            u32::try_from(n % 1_000_000_000).unwrap_or(0),
+        ),
+        None => "0001-01-01T00:00:00Z".to_string(),
+    }
+}
+
+/// `kiln inspect` of a container: docker's field names, in docker's order (the subset
+/// kiln has).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    pub id: String,
+    pub created: String,
+    pub path: String,
+    pub args: Vec<String>,
+    pub state: InspectState,
+    pub image: String,
+    pub log_path: String,
+    pub name: String,
+    pub driver: &'static str,
+    pub host_config: InspectHostConfig,
+    pub config: InspectConfig,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectState {
+    pub status: &'static str,
+    pub running: bool,
+    pub paused: bool,
+    pub restarting: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub dead: bool,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub error: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectHostConfig {
+    pub network_mode: serde_json::Value,
+    pub auto_remove: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectConfig {
+    pub hostname: String,
+    pub user: String,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub image: String,
+    pub working_dir: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub stop_signal: String,
+}
+
+/// The [`ContainerInspect`] of a container record.
+pub fn inspect(c: &state::Container) -> ContainerInspect {
+    let cfg = &c.config;
+    let st = &c.state;
+    let o = &cfg.options;
+    let (path, args) = match cfg.argv.split_first() {
+        Some((p, a)) => (p.clone(), a.to_vec()),
+        None => (String::new(), Vec::new()),
+    };
+    let running = st.status == Status::Running;
+    let non_empty = |v: &Vec<String>| Some(v.clone()).filter(|v| !v.is_empty());
+    ContainerInspect {
+        id: cfg.id.clone(),
+        created: rfc3339_nanos(Some(cfg.created)),
+        path,
+        args,
+        state: InspectState {
+            status: st.status.as_str(),
+            running,
+            paused: false,
+            restarting: false,
+            oom_killed: false,
+            dead: false,
+            pid: if running { st.pid } else { 0 },
+            exit_code: st.exit_code,
+            error: st.error.clone(),
+            started_at: rfc3339_nanos(st.started_at),
+            finished_at: rfc3339_nanos(st.finished_at),
+        },
+        image: cfg.image_id.clone(),
+        log_path: String::new(),
+        name: format!("/{}", cfg.name),
+        driver: "overlay",
+        host_config: InspectHostConfig {
+            network_mode: serde_json::to_value(o.network).unwrap_or_default(),
+            auto_remove: o.rm,
+        },
+        config: InspectConfig {
+            hostname: cfg.hostname.clone(),
+            user: cfg.user.clone(),
+            tty: o.tty,
+            open_stdin: o.stdin,
+            env: cfg.env.clone(),
+            cmd: non_empty(&cfg.cmd),
+            image: cfg.image.clone(),
+            working_dir: cfg.workdir.clone(),
+            entrypoint: non_empty(&cfg.entrypoint),
+            stop_signal: cfg
+                .stop_signal
+                .clone()
+                .unwrap_or_else(|| "SIGTERM".to_string()),
+        },
+    }
+}
+
+/// The pid signals go to in the foreground (0 until the container exists).
+static FORWARD_TO: AtomicI32 = AtomicI32::new(0);
+/// Signals that came before the container existed (a bit per signal number), delivered
+/// once it does: a `kill` right after the container shows in `ps` must not be lost.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = FORWARD_TO.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    } else if (0..64).contains(&sig) {
+        PENDING.fetch_or(1 << sig, Ordering::SeqCst);
+    }
+}
+
+/// Start forwarding to `pid`, first the signals that were held back.
+fn forward_to(pid: libc::pid_t) {
+    FORWARD_TO.store(pid, Ordering::SeqCst);
+    let pending = PENDING.swap(0, Ordering::SeqCst);
+    for sig in 1..64 {
+        if pending & (1 << sig) != 0 {
+            // SAFETY: signalling the container's process, which exists now.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+fn forward_signals() {
+    for sig in super::FORWARDED_SIGNALS {
+        // SAFETY: the handler only reads an atomic and calls kill (async-signal-safe).
+        unsafe { libc::signal(sig, forward_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Run the container in the foreground: its streams are kiln's (through a pty with `tty`),
+/// signals kiln gets are forwarded to it, its exit code is returned. Its record exists
+/// while it runs (and after, unless `rm`).
+pub fn run_foreground(
+    store: &Store,
+    opts: &ContainerOptions,
+    reporter: &dyn Reporter,
+) -> Result<i32, ContainerError> {
+    let (config, planned) = create(store, opts, reporter)?;
+    forward_signals();
+    let mut ignored = |_: &[u8]| {};
+    if !opts.tty {
+        return start(
+            store,
+            &config,
+            planned,
+            Stdio::Inherit { stdin: opts.stdin },
+            &mut forward_to,
+            &mut ignored,
+            &mut || {},
+        );
+    }
+    let pty = match super::pty::Pty::open() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = state::remove(store, &config.id);
+            return Err(e.into());
+        }
+    };
+    // Raw mode only when kiln's keys go to the container (as docker): without -i, ^C stays
+    // a signal to kiln, which forwards it.
+    let raw = opts.stdin.then(|| super::pty::RawMode::enter(0));
+    let master = pty.master;
+    // The size is there before the command starts (it may ask at once).
+    super::pty::follow_window_size(master.as_raw_fd(), 0);
+    let mut slave = Some(pty.slave);
+    let slave_fd = slave.as_ref().map_or(-1, |s| s.as_raw_fd());
+    let output_thread = std::cell::RefCell::new(None);
+    let stdio = Stdio::Fds {
+        stdin: slave_fd,
+        stdout: slave_fd,
+        stderr: slave_fd,
+        tty: true,
+    };
+    let code = start(
+        store,
+        &config,
+        planned,
+        stdio,
+        &mut |pid| {
+            forward_to(pid);
+            // The master sees EOF once the container's copies of the slave are gone.
+            slave = None;
+            if opts.stdin {
+                super::pty::copy_in(&master);
+            }
+            *output_thread.borrow_mut() =
+                super::pty::copy_out(&master, Box::new(std::io::stdout()));
+        },
+        &mut ignored,
+        &mut || {
+            if let Some(t) = output_thread.borrow_mut().take() {
+                let _ = t.join();
+            }
+        },
+    );
+    drop(raw);
+    code
 }
 
 /// The keeper removed the upper dir from inside the user namespace; what is left (mount
@@ -404,6 +845,32 @@ mod tests {
     }
 
     #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("term"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("KILL"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("sigusr1"), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal("65"), None);
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn inspect_shows_entrypoint_and_cmd_apart() {
+        let c = cfg(Some(&["/ep"]), Some(&["default"]));
+        assert_eq!(
+            command_parts(&c, None, &s(&["x"])),
+            (s(&["/ep"]), s(&["x"]))
+        );
+        assert_eq!(
+            command_parts(&c, Some("/bin/sh"), &[]),
+            (s(&["/bin/sh"]), Vec::new())
+        );
+    }
+
+    #[test]
     fn env_given_replaces_the_images_in_place() {
         let img = s(&["PATH=/bin", "A=1", "B=2"]);
         assert_eq!(
@@ -424,14 +891,6 @@ mod tests {
             s(&["A=1", "HOME=/h", "B= spaced "])
         );
         assert!(parse_env_file("=x\n", look).is_err());
-    }
-
-    #[test]
-    fn short_ids_are_twelve_hex_digits() {
-        let a = short_id();
-        assert_eq!(a.len(), 12);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, short_id());
     }
 
     #[test]

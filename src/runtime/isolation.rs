@@ -15,7 +15,7 @@
 use super::RuntimeError;
 
 /// How the container is isolated.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Isolation {
     /// A user namespace of its own (rootless-capable).
     #[default]

@@ -13,17 +13,25 @@
 //! ([`isolation`]) skips the user namespace.
 //! The keeper waits for it, removes the mount points it had to create, and walks the upper
 //! dir from inside the user namespace, so the layer records container ids, not host ones.
+//! The keeper reports the command's host pid to kiln (see [`run_container`]), which records
+//! it, signals it, and `exec` enters its namespaces; containers with a life of their own
+//! (records, the supervisor, ptys, exec) live in the submodules below.
 
 pub mod cgroup;
 pub mod container;
+pub mod exec;
 pub mod ids;
 pub mod init;
 pub mod isolation;
 pub mod mounts;
+pub mod names;
 pub mod net;
 pub mod ports;
+pub mod pty;
 pub mod rootfs;
 pub mod security;
+pub mod state;
+pub mod supervisor;
 pub mod volumes;
 
 pub use cgroup::Limits;
@@ -73,7 +81,8 @@ impl RuntimeError {
 }
 
 /// The container's network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     /// The host's network namespace (package installs work without a tun device).
     Host,
@@ -159,7 +168,7 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let mut fds = [0; 2];
     // SAFETY: fds is a valid array of two ints for pipe2 to fill.
     let r = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
@@ -181,7 +190,28 @@ pub enum Stdio {
     /// stdout and stderr are kiln's own; stdin too when `stdin`, else /dev/null
     /// (a foreground `kiln run`).
     Inherit { stdin: bool },
+    /// The command's 0, 1 and 2 are these descriptors of the caller (pipes or a pty slave,
+    /// which stay open in the caller); with `tty`, the command leads a session of its own
+    /// with the stdin descriptor as its controlling terminal. Setup errors go to `output`.
+    Fds {
+        stdin: libc::c_int,
+        stdout: libc::c_int,
+        stderr: libc::c_int,
+        tty: bool,
+    },
 }
+
+/// The signals a foreground `kiln run` forwards; the keeper ignores them (so a terminal's
+/// ^C reaching the whole process group does not kill it) and the command gets them back
+/// at their defaults before exec.
+pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
 
 /// Run `spec.argv` in a new container; `output` receives its stdout and stderr as they come.
 /// Returns the command's exit code (128 + signal when killed by one, 127 when not found).
@@ -194,6 +224,19 @@ pub fn run(spec: &RunSpec, output: &mut dyn FnMut(&[u8])) -> Result<i32, Runtime
 pub fn run_with_stdio(
     spec: &RunSpec,
     stdio: Stdio,
+    output: &mut dyn FnMut(&[u8]),
+) -> Result<i32, RuntimeError> {
+    run_container(spec, stdio, &mut |_| {}, output)
+}
+
+/// [`run_with_stdio`], calling `started` with the host pid of the container's first
+/// process (PID 1 inside) once it exists (with [`Stdio::Capture`]) or once it has exec'd
+/// or failed to (otherwise; a failure has reached `output` by then): a caller records it,
+/// forwards signals to it, or closes its own copies of the descriptors of [`Stdio::Fds`].
+pub fn run_container(
+    spec: &RunSpec,
+    stdio: Stdio,
+    started: &mut dyn FnMut(libc::pid_t),
     output: &mut dyn FnMut(&[u8]),
 ) -> Result<i32, RuntimeError> {
     if spec.argv.is_empty() {
@@ -250,6 +293,7 @@ pub fn run_with_stdio(
     let (go_r, go_w) = pipe()?;
     let (out_r, out_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
+    let (pid_r, pid_w) = pipe()?;
     // SAFETY: the child only runs the keeper (see `keeper`), which uses plain syscalls, the
     // allocator (fork-safe in glibc) and file writes, and always ends in _exit.
     let pid = unsafe { libc::fork() };
@@ -260,17 +304,31 @@ pub fn run_with_stdio(
         )));
     }
     if pid == 0 {
-        drop((sync_r, go_w, out_r, status_r));
+        drop((sync_r, go_w, out_r, status_r, pid_r));
+        for sig in FORWARDED_SIGNALS {
+            // SAFETY: setting a disposition in the single-threaded child.
+            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        }
         let mut keep = vec![
             sync_w.as_raw_fd(),
             go_r.as_raw_fd(),
             out_w.as_raw_fd(),
             status_w.as_raw_fd(),
+            pid_w.as_raw_fd(),
         ];
         keep.extend(prepared.ports.iter().map(ports::Listener::raw_fd));
         keep.extend(prepared.net_ready);
+        if let Stdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+            ..
+        } = stdio
+        {
+            keep.extend([stdin, stdout, stderr]);
+        }
         close_other_fds(&keep);
-        let result = keeper(&mut prepared, sync_w, go_r, out_w);
+        let result = keeper(&mut prepared, sync_w, go_r, out_w, pid_w);
         let msg = match result {
             Ok(code) => format!("C{code}"),
             Err(m) => format!("E{m}"),
@@ -281,7 +339,7 @@ pub fn run_with_stdio(
         // SAFETY: ends the forked child without running the parent's atexit handlers.
         unsafe { libc::_exit(0) };
     }
-    drop((sync_w, go_r, out_w, status_w));
+    drop((sync_w, go_r, out_w, status_w, pid_w));
     let net_ready_w = net_ready.map(|(_, w)| w);
     let reap = |pid: libc::pid_t| {
         let mut st = 0;
@@ -327,6 +385,16 @@ pub fn run_with_stdio(
     } else {
         drop(go);
     }
+    let mut pid_bytes = [0u8; 4];
+    // EOF instead of a pid: the keeper failed before the command existed (its status says why).
+    let command_pid = std::fs::File::from(pid_r)
+        .read_exact(&mut pid_bytes)
+        .is_ok()
+        .then(|| libc::pid_t::from_ne_bytes(pid_bytes));
+    let capture = stdio == Stdio::Capture;
+    if let (true, Some(p)) = (capture, command_pid) {
+        started(p);
+    }
     let mut out = std::fs::File::from(out_r);
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -336,6 +404,11 @@ pub fn run_with_stdio(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
+    }
+    // Without capture, the pipe only carries setup errors and ends when the command execs
+    // (close-on-exec) or fails: `started` then comes after any such error was reported.
+    if let (false, Some(p)) = (capture, command_pid) {
+        started(p);
     }
     let mut status = String::new();
     let _ = std::fs::File::from(status_r).read_to_string(&mut status);
@@ -490,7 +563,7 @@ struct Prepared {
     net_ready: Option<libc::c_int>,
 }
 
-fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
+pub(crate) fn cstr(s: impl AsRef<[u8]>) -> Result<CString, RuntimeError> {
     CString::new(s.as_ref().to_vec())
         .map_err(|_| RuntimeError::Setup("a NUL byte in an argument or variable".into()))
 }
@@ -619,11 +692,11 @@ impl Prepared {
     }
 }
 
-fn os_err(what: &str) -> String {
+pub(crate) fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-fn check(r: libc::c_int, what: &str) -> Result<(), String> {
+pub(crate) fn check(r: libc::c_int, what: &str) -> Result<(), String> {
     if r < 0 {
         Err(os_err(what))
     } else {
@@ -677,7 +750,13 @@ fn close_other_fds(keep: &[libc::c_int]) {
 }
 
 /// The keeper: namespaces, the overlay, the command, then the diff. Returns the exit code.
-fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> Result<i32, String> {
+fn keeper(
+    p: &mut Prepared,
+    sync_w: OwnedFd,
+    go_r: OwnedFd,
+    out_w: OwnedFd,
+    pid_w: OwnedFd,
+) -> Result<i32, String> {
     // SAFETY: plain syscalls on this (single-threaded) child.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     // The network namespace comes with the user namespace: once the sync byte says both
@@ -758,7 +837,7 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
         let code = match command(p, &out_w) {
             Ok(never) => match never {},
             Err((code, msg)) => {
-                if p.stdio == Stdio::Capture {
+                if !matches!(p.stdio, Stdio::Inherit { .. }) {
                     let mut f = std::fs::File::from(out_w);
                     let _ = writeln!(f, "kiln: {msg}");
                 } else {
@@ -771,6 +850,8 @@ fn keeper(p: &mut Prepared, sync_w: OwnedFd, go_r: OwnedFd, out_w: OwnedFd) -> R
         unsafe { libc::_exit(code) };
     }
     drop(out_w);
+    // The command's host pid (the keeper is still in kiln's pid namespace).
+    let _ = std::fs::File::from(pid_w).write_all(&pid.to_ne_bytes());
     let mut st = 0;
     loop {
         // SAFETY: waits for our own child.
@@ -1057,7 +1138,29 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
     // SAFETY: fd plumbing in the child: stdin from /dev/null unless passed through, stdout
     // and stderr to kiln's pipe when captured (inherited ones are already in place).
     unsafe {
-        if !matches!(p.stdio, Stdio::Inherit { stdin: true }) {
+        for sig in FORWARDED_SIGNALS {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        if let Stdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+            tty,
+        } = p.stdio
+        {
+            if tty {
+                libc::setsid();
+                libc::ioctl(stdin, libc::TIOCSCTTY as _, 0);
+            }
+            libc::dup2(stdin, 0);
+            libc::dup2(stdout, 1);
+            libc::dup2(stderr, 2);
+            for fd in [stdin, stdout, stderr] {
+                if fd > 2 {
+                    libc::close(fd);
+                }
+            }
+        } else if !matches!(p.stdio, Stdio::Inherit { stdin: true }) {
             let null = c"/dev/null";
             let fd = libc::open(null.as_ptr(), libc::O_RDONLY);
             if fd >= 0 {

@@ -75,7 +75,7 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
 ];
 
 /// A set of capabilities, one bit per capability number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CapSet(pub u64);
 
 impl CapSet {
@@ -117,7 +117,8 @@ pub enum SecurityError {
 }
 
 /// How the command is confined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Security {
     /// Bounding, permitted and effective set (inheritable and ambient stay empty).
     pub caps: CapSet,
@@ -507,7 +508,8 @@ pub(crate) fn apply_caps(caps: CapSet) -> Result<(), String> {
 
 /// Everything about how a command is confined and limited; the default is docker's
 /// (capabilities, no_new_privs, seccomp), no `--init`, no limits, a user namespace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Confinement {
     pub security: Security,
     /// PID 1 is kiln's reaper and the command PID 2 (`--init`).

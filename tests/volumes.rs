@@ -119,6 +119,7 @@ fn bind_mounts_are_writable_read_only_with_ro_and_missing_host_paths_are_made() 
                       test -d /new && echo MADE; grep -c ' /ro ' /proc/mounts";
         let out = e.ok(&[
             "run",
+            "--rm",
             "-v",
             &format!("{}:/data", rw.display()),
             "-v",
@@ -145,12 +146,12 @@ fn bind_mounts_are_writable_read_only_with_ro_and_missing_host_paths_are_made() 
 fn relative_and_missing_sources_are_clear_errors() {
     let e = Env::new(As::Root, None);
     e.fails(
-        &["run", "-v", "./rel:/x", "busybox", "true"],
+        &["run", "--rm", "-v", "./rel:/x", "busybox", "true"],
         125,
         "invalid mount config: relative host path ./rel: use an absolute path",
     );
     e.fails(
-        &["run", "-v", "data:relative", "busybox", "true"],
+        &["run", "--rm", "-v", "data:relative", "busybox", "true"],
         125,
         "the container path 'relative' is not absolute",
     );
@@ -158,6 +159,7 @@ fn relative_and_missing_sources_are_clear_errors() {
     e.fails(
         &[
             "run",
+            "--rm",
             "--mount",
             &format!("type=bind,source={},target=/x", gone.display()),
             "busybox",
@@ -178,6 +180,7 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
         let e = Env::new(who, Some(df));
         let out = e.ok(&[
             "run",
+            "--rm",
             "-v",
             "appdata:/srv/app",
             "app",
@@ -191,6 +194,7 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
         // removed above stays gone).
         let out = e.ok(&[
             "run",
+            "--rm",
             "-v",
             "appdata:/srv/app",
             "app",
@@ -199,7 +203,15 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
             "cat /srv/app/added; ls /srv/app",
         ]);
         assert_eq!(out, "more\nadded\n", "{who:?}");
-        let out = e.ok(&["run", "-v", "appdata:/v:ro", "busybox", "cat", "/v/added"]);
+        let out = e.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "appdata:/v:ro",
+            "busybox",
+            "cat",
+            "/v/added",
+        ]);
         assert_eq!(out, "more\n");
         assert_eq!(e.ok(&["volume", "ls", "-q"]), "appdata\n");
         let inspect: serde_json::Value =
@@ -236,11 +248,12 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
 }
 
 #[test]
-fn anonymous_volumes_go_with_the_foreground_container() {
+fn anonymous_volumes_go_with_a_removed_container() {
     for who in modes() {
         let e = Env::new(who, None);
         let out = e.ok(&[
             "run",
+            "--rm",
             "-v",
             "/anon",
             "--mount",
@@ -308,6 +321,7 @@ fn tmpfs_and_a_read_only_root() {
         let e = Env::new(who, None);
         let out = e.ok(&[
             "run",
+            "--rm",
             "--read-only",
             "--tmpfs",
             "/scratch:size=1m",
@@ -330,7 +344,7 @@ fn tmpfs_and_a_read_only_root() {
             "{out}"
         );
         // Without --read-only the root is writable.
-        e.ok(&["run", "busybox", "touch", "/x"]);
+        e.ok(&["run", "--rm", "busybox", "touch", "/x"]);
     }
 }
 
@@ -346,6 +360,7 @@ fn a_symlink_in_the_image_cannot_redirect_a_volume_onto_the_host() {
         std::fs::write(src.join("marker"), "inside\n").unwrap();
         let out = e.ok(&[
             "run",
+            "--rm",
             "-v",
             &format!("{}:/evil", src.display()),
             "-v",
@@ -375,7 +390,7 @@ fn an_images_volume_paths_get_anonymous_volumes_unless_mounted() {
         let e = Env::new(who, Some(df));
         let script = "cat /data/f; grep -c ' /data ' /proc/mounts; echo new > /data/g";
         assert_eq!(
-            e.ok(&["run", "app", "sh", "-c", script]),
+            e.ok(&["run", "--rm", "app", "sh", "-c", script]),
             "img\n1\n",
             "{who:?}"
         );
@@ -383,7 +398,7 @@ fn an_images_volume_paths_get_anonymous_volumes_unless_mounted() {
         assert_eq!(e.ok(&["volume", "ls", "-q"]), "", "{who:?}");
         // A named volume on the same path replaces it, filled the same way.
         assert_eq!(
-            e.ok(&["run", "-v", "mine:/data", "app", "sh", "-c", script]),
+            e.ok(&["run", "--rm", "-v", "mine:/data", "app", "sh", "-c", script]),
             "img\n1\n"
         );
         assert_eq!(e.ok(&["volume", "ls", "-q"]), "mine\n");

@@ -541,7 +541,7 @@ impl Applier {
 /// Lexically cleans a tar name into components below the root: `.` and empty parts vanish,
 /// a leading `/` is dropped, `..` removes the previous part. `None` when `..` would climb
 /// above the root.
-fn clean_path(raw: &[u8]) -> Option<Vec<OsString>> {
+pub(crate) fn clean_path(raw: &[u8]) -> Option<Vec<OsString>> {
     let mut out: Vec<OsString> = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {

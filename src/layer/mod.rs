@@ -9,6 +9,7 @@
 //!   byte-identical whatever the number of threads.
 
 mod apply;
+mod check;
 mod compress;
 mod decompress;
 mod digest;
@@ -19,6 +20,7 @@ mod walk;
 mod writer;
 
 pub use apply::{apply_layer, ApplyOptions, ApplyStats, Policy};
+pub use check::{check_layer, name_problem, NAME_MAX};
 pub use compress::{compress, compress_file, Compression, GZIP_CHUNK};
 pub use decompress::{decompressing_reader, detect_compression, DetectedCompression};
 pub use digest::{Digested, HashingWriter, Sha256Digest};

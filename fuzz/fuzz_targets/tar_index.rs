@@ -6,7 +6,9 @@
 use kiln::layer::index::{resolve_in_root, Kind, LayerIndex, Node};
 use kiln::layer::{apply_layer, ApplyOptions, Policy};
 use libfuzzer_sys::fuzz_target;
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// One scratch parent per process: `root` is the apply target, and nothing else may appear.
@@ -36,8 +38,9 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let base = scratch();
-    let root = base.join("root");
-    let _ = std::fs::remove_dir_all(&root);
+    // A fresh root each run: a layer may leave directories its owner cannot empty.
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let root = base.join(format!("root{}", RUN.fetch_add(1, Ordering::Relaxed)));
     std::fs::create_dir(&root).expect("root dir");
     let opts = ApplyOptions {
         ownership: Policy::BestEffort,
@@ -46,10 +49,26 @@ fuzz_target!(|data: &[u8]| {
         ..ApplyOptions::default()
     };
     let _ = apply_layer(data, &root, &opts);
-    let names: Vec<_> = std::fs::read_dir(base)
-        .expect("read scratch")
-        .filter_map(|e| e.ok().map(|e| e.file_name()))
-        .collect();
-    assert_eq!(names, vec![std::ffi::OsString::from("root")], "apply wrote beside its root");
+    for e in std::fs::read_dir(base).expect("read scratch").flatten() {
+        let name = e.file_name();
+        assert!(
+            name.to_string_lossy().starts_with("root"),
+            "apply wrote beside its root: {name:?}"
+        );
+    }
+    make_removable(&root);
     let _ = std::fs::remove_dir_all(&root);
 });
+
+/// Gives the owner write and search permission on every directory below `dir` (links are
+/// not followed), so the scratch tree can be removed.
+fn make_removable(dir: &Path) {
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                make_removable(&e.path());
+            }
+        }
+    }
+}

@@ -244,7 +244,7 @@ fn a_file_rewritten_during_copy_gives_a_consistent_layer_or_a_clear_error() {
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // Shrinks and grows: the copy sees a size different from the one it stat'ed.
-                let len = if n % 2 == 0 { 4096 } else { 3 << 20 };
+                let len = if n.is_multiple_of(2) { 4096 } else { 3 << 20 };
                 let _ = fs::write(&churn, vec![b'a' + (n % 26) as u8; len]);
                 n += 1;
             }

@@ -5,6 +5,9 @@
 //!   directory) and returns its diffID: the sha256 of the uncompressed tar.
 //! - [`apply_layer`] unpacks a layer (plain or gzip/zstd/bzip2/xz compressed) onto a
 //!   directory, honouring whiteouts and never writing outside it.
+//! - [`check_layer`] reads a layer tar to its end and refuses what [`apply_layer`] would
+//!   refuse (names or hard links leaving the root, unknown entry types, names no
+//!   filesystem takes, a stream ending inside an entry), so `load` can refuse it up front.
 //! - [`compress`] makes the blobs pushed to registries: pigz-style parallel gzip or zstd,
 //!   byte-identical whatever the number of threads.
 

@@ -555,7 +555,7 @@ pub(crate) fn clean_path(raw: &[u8]) -> Option<Vec<OsString>> {
     Some(out)
 }
 
-fn join(comps: &[OsString]) -> Vec<u8> {
+pub(crate) fn join(comps: &[OsString]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, c) in comps.iter().enumerate() {
         if i > 0 {

@@ -4,10 +4,10 @@
 //! an entry. `load` runs it while it stores a layer, so a hostile layer is refused at the
 //! door rather than at the first RUN that unpacks it.
 
-use super::apply::clean_path;
+use super::apply::{clean_path, join};
 use super::error::{LayerError, Result};
 use std::collections::HashSet;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ pub fn check_layer(reader: impl Read) -> Result<u64> {
     let mut count = 0u64;
     // Non-directories seen so far: a hard link may only name one of them, as each layer is
     // unpacked on its own and a link cannot reach into another layer's snapshot.
-    let mut linkable: HashSet<Vec<OsString>> = HashSet::new();
+    let mut linkable: HashSet<Vec<u8>> = HashSet::new();
     let entries = archive
         .entries()
         .map_err(|source| LayerError::Read { source })?;
@@ -73,7 +73,7 @@ pub fn check_layer(reader: impl Read) -> Result<u64> {
                         target: PathBuf::from(OsStr::from_bytes(&target)),
                     });
                 };
-                if !linkable.contains(&inside) {
+                if !linkable.contains(&join(&inside)) {
                     return Err(LayerError::InvalidPath {
                         path: shown(),
                         reason: "hard link to a file that does not come earlier in the layer",
@@ -101,10 +101,11 @@ pub fn check_layer(reader: impl Read) -> Result<u64> {
                 })
             }
         }
+        // One flat key per path: a layer may hold hundreds of thousands of entries.
         if kind.is_dir() {
-            linkable.remove(&comps);
+            linkable.remove(&join(&comps));
         } else {
-            linkable.insert(comps);
+            linkable.insert(join(&comps));
         }
     }
     // Whatever follows the end blocks is read too, so a caller hashing the stream sees it.

@@ -1,10 +1,10 @@
-//! Any bytes as a layer tar: indexing it, resolving paths in it and applying it (plain or
+//! Any bytes as a layer tar: checking it, indexing it, resolving paths in it and applying it (plain or
 //! compressed) onto a scratch directory must not panic, and applying must leave nothing
 //! beside the scratch directory.
 #![no_main]
 
 use kiln::layer::index::{resolve_in_root, Kind, LayerIndex, Node};
-use kiln::layer::{apply_layer, ApplyOptions, Policy};
+use kiln::layer::{apply_layer, check_layer, ApplyOptions, Policy};
 use libfuzzer_sys::fuzz_target;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,6 +23,7 @@ fn scratch() -> &'static PathBuf {
 }
 
 fuzz_target!(|data: &[u8]| {
+    let _ = check_layer(data);
     if let Ok(idx) = LayerIndex::read(data) {
         let lookup = |p: &str| {
             idx.entries.get(p).map(|m| match &m.kind {

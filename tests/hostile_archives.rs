@@ -366,3 +366,37 @@ fn a_decompression_bomb_is_streamed_in_bounded_memory() {
     assert!(size.trim().parse::<u64>().unwrap() >= 512 << 20, "{size}");
     c.assert_untouched("bomb");
 }
+
+/// ADD unpacks an archive as files, never as a layer: a `.wh.` name or an opaque marker in
+/// it must not delete what the base image has (in a layer tar they would, so kiln leaves
+/// them out of what ADD writes).
+#[test]
+fn add_archives_cannot_white_out_the_base_image() {
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = context(&[
+        ("p/.wh.bin", ""),
+        ("p/etc/.wh..wh..opq", ""),
+        ("p/keep", "k"),
+    ]);
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(ctx.path().join("p"))
+        .arg("-cf")
+        .arg(ctx.path().join("wh.tar"))
+        .args([".wh.bin", "etc/.wh..wh..opq", "keep"]));
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nRUN touch /etc/mine\nADD wh.tar /\n\
+         RUN test -x /bin/sh && test -f /etc/mine && test \"$(cat /keep)\" = k\n",
+    )
+    .unwrap();
+    k.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "wh:1",
+        ctx.path().to_str().unwrap(),
+    ]);
+}

@@ -374,3 +374,24 @@ fn a_twenty_thousand_file_context_copies_every_file() {
     assert!(r.status.success(), "{err}");
     assert!(err.contains("CACHED COPY . /app/"), "{err}");
 }
+
+#[test]
+fn a_name_that_is_not_utf8_is_named_or_ignored() {
+    use std::os::unix::ffi::OsStrExt;
+    let k = Kiln::new();
+    k.import_busybox("busybox:latest");
+    let ctx = common::context(&[("Dockerfile", "FROM busybox\nCOPY . /app/\n"), ("ok", "ok")]);
+    let bad = ctx.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    fs::write(&bad, "x").unwrap();
+    let r = build(&k, ctx.path(), "nu:1");
+    let err = stderr(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("caf") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
+    // Excluded, it is never looked at.
+    fs::write(ctx.path().join(".dockerignore"), "caf*\n").unwrap();
+    let r = build(&k, ctx.path(), "nu:2");
+    assert!(r.status.success(), "{}", stderr(&r));
+}

@@ -474,3 +474,37 @@ fn old_style_directory_entries_become_directories() {
     assert!(t.path().join("olddir").is_dir());
     assert!(t.path().join("olddir/f").is_file());
 }
+
+/// Inputs the `tar_index` fuzz target found (testdata/fuzz/tar_index-*): applying each with
+/// both resolvers returns (error or not) without panicking and writes only inside.
+#[test]
+fn fuzz_regressions_apply_without_panicking() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fuzz");
+    let mut seen = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("tar_index-")
+        {
+            continue;
+        }
+        let bytes = fs::read(&path).unwrap();
+        for how in [PathResolution::Auto, PathResolution::Walk] {
+            let t = tempfile::tempdir().unwrap();
+            let dest = t.path().join("dest");
+            fs::create_dir(&dest).unwrap();
+            let opts = ApplyOptions {
+                path_resolution: how,
+                ..best_effort()
+            };
+            let _ = apply_layer(&bytes[..], &dest, &opts);
+            let beside: Vec<_> = fs::read_dir(t.path()).unwrap().collect();
+            assert_eq!(beside.len(), 1, "{}: wrote beside dest", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen > 0, "no regression inputs in {}", dir.display());
+}

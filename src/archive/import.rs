@@ -119,6 +119,13 @@ fn copy_entry<R: Read, W: Write>(
         // The root itself (`./`): its owner and mode belong to whoever unpacks the image.
         return Ok(());
     }
+    // Refused here rather than stored as a layer no RUN could unpack.
+    if let Some(reason) = crate::layer::name_problem(&clean) {
+        return Err(ArchiveError::Entry {
+            path: shown(),
+            reason,
+        });
+    }
     let path = PathBuf::from(OsStr::from_bytes(&clean));
     let meta = read_meta(&mut entry).map_err(|reason| ArchiveError::Entry {
         path: shown(),

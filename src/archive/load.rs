@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::error::{io_err, ArchiveError, Result};
-use super::{Tee, ANNOTATION_CONTAINERD_NAME};
+use super::{Tee, TeeReader, ANNOTATION_CONTAINERD_NAME};
 use crate::image::{
     media, Descriptor, Digest, ImageConfig, Index, Manifest, Reference, Sha256Hasher,
 };
@@ -473,19 +473,30 @@ fn prepare_layer(
     }
     let mut hasher = Sha256Hasher::new();
     let read_err = |e: io::Error| ArchiveError::Invalid(format!("layer {path}: {e}"));
+    // The tar is checked as it streams past: a layer apply_layer would refuse (a name
+    // climbing out, a hard link leaving the root, a stream ending inside an entry) is
+    // refused here, before anything is stored.
+    let check_err = |e: crate::layer::LayerError| match e {
+        crate::layer::LayerError::Read { source } => read_err(source),
+        other => ArchiveError::Invalid(format!("layer {path}: {other}")),
+    };
     let writer = if have {
-        io::copy(&mut reader, &mut hasher).map_err(read_err)?;
+        crate::layer::check_layer(TeeReader {
+            inner: &mut reader,
+            out: &mut hasher,
+        })
+        .map_err(check_err)?;
         None
     } else {
         let mut w = store.blob_writer()?;
-        io::copy(
-            &mut reader,
-            &mut Tee {
+        crate::layer::check_layer(TeeReader {
+            inner: &mut reader,
+            out: &mut Tee {
                 a: &mut w,
                 b: &mut hasher,
             },
-        )
-        .map_err(read_err)?;
+        })
+        .map_err(check_err)?;
         Some(w)
     };
     let size = hasher.len();

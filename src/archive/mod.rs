@@ -5,7 +5,7 @@
 //! The store keeps layers uncompressed (digest = diffID); archives may carry them compressed,
 //! so this module converts in both directions and records the compressed variants it makes.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 mod error;
 mod import;
@@ -36,5 +36,19 @@ impl<A: Write, B: Write> Write for Tee<'_, A, B> {
     fn flush(&mut self) -> io::Result<()> {
         self.a.flush()?;
         self.b.flush()
+    }
+}
+
+/// Reads from `inner`, writing every byte read to `out` as well.
+pub(crate) struct TeeReader<R: Read, W: Write> {
+    pub inner: R,
+    pub out: W,
+}
+
+impl<R: Read, W: Write> Read for TeeReader<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(buf.get(..n).unwrap_or_default())?;
+        Ok(n)
     }
 }

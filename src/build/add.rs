@@ -67,7 +67,20 @@ pub fn unpack(path: &Path, tmp: &Path) -> Result<Unpacked, String> {
     std::io::copy(&mut r, &mut out).map_err(err)?;
     out.flush().map_err(err)?;
     let tar = out.into_temp_path();
-    let index = LayerIndex::read_file(&tar).map_err(|e| e.to_string())?;
+    // The temp tar's name means nothing to the user: errors name the archive.
+    let index = LayerIndex::read_file(&tar).map_err(|e| match e {
+        crate::layer::index::IndexError::Io { source, .. } => err(source),
+        other => format!("unpacking {}: {other}", path.display()),
+    })?;
+    // Refused now rather than stored in a layer that no RUN could unpack.
+    for name in index.entries.keys() {
+        if name.split('/').any(|c| c.len() > crate::layer::NAME_MAX) {
+            return Err(format!(
+                "unpacking {}: {name}: a name component is longer than 255 bytes",
+                path.display()
+            ));
+        }
+    }
     Ok(Unpacked {
         view: View::new(vec![Layer {
             index: Arc::new(index),

@@ -22,6 +22,13 @@ pub enum ContextError {
     },
     #[error("build context {0}: not a directory")]
     NotADirectory(PathBuf),
+    /// kiln keeps context paths as UTF-8: such a name could only be copied renamed.
+    #[error(
+        "build context: {}: the name is not valid UTF-8, which kiln does not support \
+         (exclude it in .dockerignore)",
+        .0.display()
+    )]
+    NonUtf8Name(PathBuf),
     #[error(".dockerignore: {0}")]
     Ignore(#[from] ignore::IgnoreError),
     #[error("stat cache {path}: {message}")]

@@ -145,10 +145,14 @@ fn walk_dir(
         } else {
             format!("{rel}/{name_str}")
         };
-        let child_path = root.join(&child_rel);
+        let child_path = dir.join(&name);
         let md = fs::symlink_metadata(&child_path).map_err(|e| ContextError::io(&child_path, e))?;
         let (excluded, info) = matcher.matches_using_parent_results(&child_rel, parent)?;
         let ft = md.file_type();
+        let skipped = excluded && (!ft.is_dir() || !has_exceptions);
+        if name.to_str().is_none() && !skipped {
+            return Err(ContextError::NonUtf8Name(dir.join(&name)));
+        }
         if ft.is_dir() {
             if excluded && !has_exceptions {
                 continue;

@@ -541,7 +541,7 @@ impl Applier {
 /// Lexically cleans a tar name into components below the root: `.` and empty parts vanish,
 /// a leading `/` is dropped, `..` removes the previous part. `None` when `..` would climb
 /// above the root.
-fn clean_path(raw: &[u8]) -> Option<Vec<OsString>> {
+pub(crate) fn clean_path(raw: &[u8]) -> Option<Vec<OsString>> {
     let mut out: Vec<OsString> = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {
@@ -555,7 +555,7 @@ fn clean_path(raw: &[u8]) -> Option<Vec<OsString>> {
     Some(out)
 }
 
-fn join(comps: &[OsString]) -> Vec<u8> {
+pub(crate) fn join(comps: &[OsString]) -> Vec<u8> {
     let mut out = Vec::new();
     for (i, c) in comps.iter().enumerate() {
         if i > 0 {

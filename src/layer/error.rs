@@ -47,6 +47,9 @@ pub enum LayerError {
         expected: u64,
         actual: u64,
     },
+    /// A host file was modified while its content was being copied into a layer.
+    #[error("{}: the file changed while it was being copied (run the build again)", .path.display())]
+    Changed { path: PathBuf },
     /// Ownership could not be applied (typically an id not mapped in this user namespace).
     #[error("{}: cannot change owner to {uid}:{gid}: {source}", .path.display())]
     Chown {

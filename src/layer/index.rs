@@ -102,9 +102,25 @@ impl LayerIndex {
             source,
         };
         let f = File::open(path).map_err(err)?;
+        let len = f.metadata().map_err(err)?.len();
         // Seek over file data: indexing a layer with a 1 GiB file reads a few headers.
         let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 16, f));
-        Self::from_entries(archive.entries_with_seek().map_err(err)?).map_err(err)
+        let idx = Self::from_entries(archive.entries_with_seek().map_err(err)?).map_err(err)?;
+        // Seeking never reads the data, so a header promising more than the file holds (a
+        // truncated or lying tar) would otherwise only show when a copy comes up short.
+        for (name, meta) in &idx.entries {
+            let end = meta.data_offset.checked_add(meta.size);
+            if end.is_none_or(|end| end > len) {
+                return Err(err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "{name}: the header promises {} bytes, past the end of the tar",
+                        meta.size
+                    ),
+                )));
+            }
+        }
+        Ok(idx)
     }
 
     /// Index a tar stream (later entries for the same path replace earlier ones).

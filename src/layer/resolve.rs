@@ -66,7 +66,10 @@ impl Root {
         if comps.is_empty() {
             return self.fd.try_clone().map_err(|_| Errno::EMFILE);
         }
-        if self.use_openat2 {
+        // openat2 takes the whole path, which the kernel caps at PATH_MAX; a deeper name
+        // (a PAX path may be any length) is walked component by component instead.
+        let long = comps.iter().map(|c| c.len() + 1).sum::<usize>() >= libc::PATH_MAX as usize;
+        if self.use_openat2 && !long {
             let mut joined = Vec::new();
             for (i, c) in comps.iter().enumerate() {
                 if i > 0 {
@@ -205,6 +208,15 @@ mod tests {
         r.open_dir(&comps("dangling/x"), true).unwrap();
         assert!(root.join("nonexistent/x").is_dir());
         assert!(!Path::new("/nonexistent").exists());
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_resolve() {
+        let t = tempfile::tempdir().unwrap();
+        let deep: Vec<OsString> = (0..30).map(|_| OsString::from("d".repeat(200))).collect();
+        let r = Root::open(t.path(), PathResolution::Auto).unwrap();
+        let made = r.open_dir(&deep, true).unwrap();
+        assert_eq!(ino(&r.open_dir(&deep, false).unwrap()), ino(&made));
     }
 
     #[test]

@@ -104,19 +104,39 @@ impl<W: Write> LayerBuilder<W> {
     }
 
     /// A regular file whose content is read from `source` on the host. The size is taken from
-    /// the opened file, so a file that shrinks while being read is an error, not a bad tar.
+    /// the opened file, so a file that shrinks while being read is an error, not a bad tar;
+    /// one rewritten while being read (its size, mtime or ctime differ afterwards) is an
+    /// error too, as its bytes may mix two versions. Nothing is retried: the content is
+    /// already in the stream, and the caller's cache key was computed from one version.
     pub fn append_file_from_path(
         &mut self,
         path: &Path,
         meta: &EntryMeta,
         source: &Path,
     ) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let file = std::fs::File::open(source).map_err(|e| LayerError::io(source, e))?;
-        let size = file
-            .metadata()
-            .map_err(|e| LayerError::io(source, e))?
-            .len();
-        self.append_file(path, meta, size, file)
+        let stamp = |f: &std::fs::File| {
+            f.metadata()
+                .map(|m| {
+                    (
+                        m.len(),
+                        m.mtime(),
+                        m.mtime_nsec(),
+                        m.ctime(),
+                        m.ctime_nsec(),
+                    )
+                })
+                .map_err(|e| LayerError::io(source, e))
+        };
+        let before = stamp(&file)?;
+        self.append_file(path, meta, before.0, &file)?;
+        if stamp(&file)? != before {
+            return Err(LayerError::Changed {
+                path: source.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 
     /// A symlink to `target`, stored verbatim (targets may be absolute or relative).

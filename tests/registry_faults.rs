@@ -809,3 +809,26 @@ fn a_compressed_layer_whose_content_is_not_the_config_s_diff_id_is_refused() {
     assert!(err.contains(&wrong_diff_id), "{err}");
     c.assert_nothing_stored();
 }
+
+#[test]
+fn a_layer_with_names_leaving_the_root_is_refused() {
+    // A tar whose entry climbs out of the root: the digests are honest, the content hostile.
+    let mut layer = Vec::new();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.as_gnu_mut().unwrap().name[..12].copy_from_slice(b"../../escape");
+    h.set_cksum();
+    layer.extend_from_slice(h.as_bytes());
+    layer.extend_from_slice(b"pwn\n");
+    layer.resize(layer.len() + 508 + 1024, 0);
+    let diff_id = sha256(&layer);
+    let img = image_of(layer, "application/vnd.oci.image.layer.v1.tar", diff_id);
+    let f = fake(&img, |_, _| None);
+    let c = Client::new();
+    let err = c.pull_fails(&f.host);
+    assert!(err.contains("is refused"), "{err}");
+    assert!(err.contains("escape"), "{err}");
+    c.assert_nothing_stored();
+}

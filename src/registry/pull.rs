@@ -433,6 +433,20 @@ pub(super) fn fetch_small_blob(client: &Client, desc: &Descriptor, what: &str) -
     Ok(bytes)
 }
 
+/// Writes what it reads into `out` (the layer's uncompressed blob) as a checker reads it.
+struct CopyingReader<'a, R> {
+    inner: R,
+    out: &'a mut BlobWriter,
+}
+
+impl<R: Read> Read for CopyingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        io::Write::write_all(self.out, &buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// Hashes what it reads, copies it into a pending blob when there is one, and reports the
 /// bytes read.
 struct TeeReader<'a, R> {
@@ -545,9 +559,17 @@ fn download_layer_once(
             reported: 0,
         },
     };
-    let decoded = decompressing_reader(&mut tee).and_then(|(kind, mut plain)| {
-        io::copy(&mut plain, &mut uncompressed)?;
-        Ok(kind)
+    // The tar is checked as it streams into the store (one pass): names or links that leave
+    // the root, unknown entry types, a stream ending inside an entry are refused, as `load`
+    // refuses them.
+    let decoded = decompressing_reader(&mut tee).and_then(|(kind, plain)| {
+        let mut copying = CopyingReader {
+            inner: plain,
+            out: &mut uncompressed,
+        };
+        let checked = crate::layer::check_layer(&mut copying);
+        io::copy(&mut copying, &mut io::sink())?;
+        Ok((kind, checked))
     });
     if tee.read_failed {
         return Err(io_failure(
@@ -562,15 +584,15 @@ fn download_layer_once(
     let size = tee.hasher.len();
     let actual = tee.hasher.finish();
     let mismatch = actual != desc.digest || size != desc.size;
-    let kind = match decoded {
-        Ok(kind) => kind,
+    let (kind, checked) = match decoded {
+        Ok(done) => done,
         Err(e) if !mismatch => {
             return Err(RegistryError::Invalid {
                 host: client.registry.clone(),
                 message: format!("layer {} does not decompress: {e}", desc.digest),
             })
         }
-        Err(_) => DetectedCompression::None,
+        Err(_) => (DetectedCompression::None, Ok(0)),
     };
     if mismatch {
         return Err(RegistryError::DigestMismatch {
@@ -580,6 +602,12 @@ fn download_layer_once(
             ),
             expected: desc.digest.clone(),
             actual,
+        });
+    }
+    if let Err(e) = checked {
+        return Err(RegistryError::Invalid {
+            host: client.registry.clone(),
+            message: format!("layer {} is refused: {e}", desc.digest),
         });
     }
     reporter.event(Event::Layer {

@@ -33,6 +33,18 @@ mkdir -p "$WORK"
 if [[ ! -d "$BASE_STORE" ]]; then
   bash "$TOP/scripts/busybox-rootfs.sh" "$WORK/busybox.tar"
   "$KILN" --root "$BASE_STORE" import "$WORK/busybox.tar" 127.0.0.1:5000/busybox:latest >/dev/null
+  # Unpacked, as a pull leaves a base image (the peers' cold runs had theirs pulled).
+  "$KILN" --root "$BASE_STORE" run --rm --network none 127.0.0.1:5000/busybox:latest true
+fi
+# pyapp's base (Debian + python3-minimal) comes from ../shared/bench/make-base-images.sh (an
+# OCI layout under /tmp/bench-base), loaded once as the name its Dockerfile uses.
+if [[ " $CONTEXTS " == *" pyapp "* ]] && ! "$KILN" --root "$BASE_STORE" inspect 127.0.0.1:5000/debian-python:bookworm >/dev/null 2>&1; then
+  [[ -d /tmp/bench-base/oci/debian-python ]] || bash "$SHARED/make-base-images.sh" >/dev/null
+  skopeo copy -q oci:/tmp/bench-base/oci/debian-python \
+    "docker-archive:$WORK/debian-python.tar:127.0.0.1:5000/debian-python:bookworm"
+  "$KILN" --root "$BASE_STORE" load -q -i "$WORK/debian-python.tar"
+  # As a pull leaves it: its layer unpacked, ready for RUN.
+  "$KILN" --root "$BASE_STORE" run --rm --network none 127.0.0.1:5000/debian-python:bookworm true
 fi
 reset_store() { rm -rf "$STORE"; cp -a "$BASE_STORE" "$STORE"; }
 

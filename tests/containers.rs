@@ -364,6 +364,17 @@ fn names_are_unique_and_generated_when_missing() {
     e.until("the --rm container is removed", || {
         !e.ok(&["ps", "-a", "-q", "--no-trunc"]).contains(&id)
     });
+    // `kiln prune` (docker's system prune) removes the stopped containers, not running ones.
+    let running = e.ok(&["ps", "-q", "--no-trunc"]);
+    let all = e.ok(&["ps", "-a", "-q", "--no-trunc"]);
+    let stopped: Vec<&str> = all.lines().filter(|l| !running.contains(l)).collect();
+    assert_eq!(stopped.len(), 1, "{all}");
+    let out = e.ok(&["prune", "-f"]);
+    assert!(
+        out.starts_with(&format!("Deleted Containers:\n{}\n", stopped[0])),
+        "{out}"
+    );
+    assert_eq!(e.ok(&["ps", "-a", "-q", "--no-trunc"]), running);
     e.ok(&["rm", "-f", "one"]);
 }
 
@@ -536,10 +547,12 @@ fn rmi_refuses_an_image_a_container_uses() {
         "{err}"
     );
     assert!(e.ok(&["images"]).contains("busybox"));
-    // prune -a keeps an image a container uses.
+    // prune -a removes the stopped container, then keeps the image a running one uses.
+    e.detach(&["--name", "runner", "busybox", "sleep", "300"]);
     e.ok(&["prune", "-a", "-f"]);
     assert!(e.ok(&["images"]).contains("busybox"));
-    e.ok(&["rm", "user"]);
+    assert!(!e.ok(&["ps", "-a"]).contains("user"));
+    e.ok(&["rm", "-f", "runner"]);
     e.ok(&["rmi", "busybox"]);
 }
 

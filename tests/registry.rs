@@ -210,6 +210,14 @@ fn push_is_read_by_skopeo_pull_gets_the_same_image_and_repush_only_heads() {
     assert!(pulled.contains("Pull complete"), "{pulled}");
     assert!(pulled.trim_end().ends_with(&name), "{pulled}");
     assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
+    // Ready to run, as docker's pull leaves it: every layer is unpacked as a snapshot.
+    let snapshots = std::fs::read_dir(k2.root().join("snapshots"))
+        .map(|d| d.filter(|e| e.as_ref().unwrap().path().is_dir()).count())
+        .unwrap_or(0);
+    assert_eq!(
+        snapshots, 1,
+        "the busybox image's one layer unpacked by the pull"
+    );
     let before = reg.methods().len();
     let up_to_date = k2.ok(&["pull", &name]);
     assert!(up_to_date.contains("Image is up to date"), "{up_to_date}");

@@ -35,8 +35,8 @@ pub enum ImageCommand {
     Save(SaveArgs),
     /// Read images from a tar archive made by `save`, `docker save`, `podman save` or skopeo.
     Load(LoadArgs),
-    /// Remove untagged images and the build cache (`-a`: every unused image; `--volumes`:
-    /// volumes too, the only way they are removed).
+    /// Remove stopped containers, untagged images and the build cache (`-a`: every unused
+    /// image; `--volumes`: unused anonymous volumes too).
     Prune(PruneArgs),
 }
 
@@ -724,12 +724,22 @@ fn prune(store: &Store, args: PruneArgs) -> Result<()> {
         } else {
             ""
         };
-        if !super::system::confirm(&format!("{images}{volumes}, and the build cache"))? {
+        if !super::system::confirm(&format!(
+            "all stopped containers, {images}{volumes}, and the build cache"
+        ))? {
             return Ok(());
         }
     }
-    // Stopped containers are the runtime's to remove: its prune belongs here, first, so the
-    // images they used become unused.
+    // Stopped containers first (docker's `system prune`), so the images they used become
+    // unused.
+    let containers = kiln::runtime::state::remove_stopped(store)?;
+    if !containers.is_empty() {
+        println!("Deleted Containers:");
+        for id in &containers {
+            println!("{id}");
+        }
+        println!();
+    }
     let mut lines = Vec::new();
     let mut reclaimed = 0u64;
     let in_use = kiln::runtime::state::images_in_use(store)?;

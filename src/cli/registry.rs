@@ -118,13 +118,22 @@ pub fn run(root: Option<PathBuf>, cmd: RegistryCommand) -> Result<()> {
                 .as_deref()
                 .map(registry::parse_platform)
                 .transpose()?;
+            let reporter = reporter(args.quiet);
             let pulled = registry::pull(
                 &store,
                 &reference,
                 platform.as_ref(),
                 &options(&args.net)?,
-                reporter(args.quiet).as_ref(),
+                reporter.as_ref(),
             )?;
+            // As docker's pull, the image is left ready to run: its layers unpacked. A
+            // failure here (user namespaces refused) is not the pull's: `run` says more.
+            if let Err(e) = kiln::runtime::container::prepare_image(&store, &pulled.manifest.digest)
+            {
+                reporter.event(kiln::progress::Event::Warning(&format!(
+                    "the image is pulled but its layers could not be unpacked yet: {e}"
+                )));
+            }
             println!("{}", pulled.reference);
         }
         RegistryCommand::Push(args) => {

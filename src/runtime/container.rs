@@ -7,7 +7,7 @@ use super::ports::{self, Listener, PortError, PortMapping};
 use super::state::{self, ContainerConfig as Record, State, StateError, Status};
 use super::volumes::{self, VolumeError, VolumeMount, Volumes};
 use super::{Network, RunSpec, RuntimeError, Stdio};
-use crate::image::{ContainerConfig, Digest, Reference};
+use crate::image::{ContainerConfig, Descriptor, Digest, Reference};
 use crate::progress::Reporter;
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -267,6 +267,42 @@ fn read_image_file(lowers: &[PathBuf], rel: &str) -> Option<String> {
     None
 }
 
+/// The snapshots of an image's layers, topmost first, made where missing (layers unpacked
+/// side by side). `kiln pull` calls this too, so a pulled image is ready to run.
+pub fn image_lowers(
+    store: &Store,
+    manifest: &crate::image::Manifest,
+    image: &crate::image::ImageConfig,
+    ids: &super::IdPlan,
+) -> Result<Vec<PathBuf>, ContainerError> {
+    use rayon::prelude::*;
+    let layers: Vec<(&Descriptor, &Digest)> = manifest
+        .layers
+        .iter()
+        .zip(image.rootfs.diff_ids.iter())
+        .rev()
+        .collect();
+    layers
+        .par_iter()
+        .map(|(desc, diff_id)| match store.snapshot_path(diff_id) {
+            Some(p) => Ok(p),
+            None => {
+                let tar = uncompressed_layer(store, &desc.digest, diff_id)?;
+                Ok(super::ensure_lower(store, ids, diff_id, &tar)?)
+            }
+        })
+        .collect()
+}
+
+/// Make the snapshots of the image `manifest_digest` (after a pull: docker's pull leaves an
+/// image ready to run). Returns how many layers there are.
+pub fn prepare_image(store: &Store, manifest_digest: &Digest) -> Result<usize, ContainerError> {
+    let manifest = store.read_manifest(manifest_digest)?;
+    let image = store.read_config(&manifest.config.digest)?;
+    let ids = super::host_id_plan();
+    Ok(image_lowers(store, &manifest, &image, &ids)?.len())
+}
+
 /// A planned run: the spec (its scratch dir still to be set) and what it pins.
 pub struct Planned {
     pub spec: RunSpec,
@@ -305,22 +341,7 @@ pub fn plan(
     // gc marks everything a pinned manifest reaches (config, layers, snapshots): one pin,
     // one lease write.
     let pins = vec![manifest_digest.clone()];
-    let mut lowers = Vec::with_capacity(manifest.layers.len());
-    for (desc, diff_id) in manifest
-        .layers
-        .iter()
-        .zip(image.rootfs.diff_ids.iter())
-        .rev()
-    {
-        let lower = match store.snapshot_path(diff_id) {
-            Some(p) => p,
-            None => {
-                let tar = uncompressed_layer(store, &desc.digest, diff_id)?;
-                super::ensure_lower(store, &ids, diff_id, &tar)?
-            }
-        };
-        lowers.push(lower);
-    }
+    let lowers = image_lowers(store, &manifest, &image, &ids)?;
     let user_spec = opts.user.as_deref().unwrap_or(&config.user);
     let user = super::resolve_user(
         user_spec,

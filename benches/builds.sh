@@ -61,7 +61,11 @@ for c in $CONTEXTS; do
   build="$KILN --root $STORE build -q -t bench/$c:latest $ctx"
   for s in $SCENARIOS; do
     case "$s" in
-      cold)     prep="rm -rf $STORE && cp -a $BASE_STORE $STORE" ;;
+      # A fresh copy of the base store for each run, and no deletion while timing: on ext4,
+      # files created just after many were deleted cost several times more (the inode
+      # allocator skips recently deleted inodes: `recently_deleted` in a profile).
+      cold)     mkdir -p "$WORK/runs"
+                prep="rm -rf $STORE; d=\$(mktemp -d -p $WORK/runs); cp -a $BASE_STORE \$d/s; ln -sfn \$d/s $STORE; sync" ;;
       nochange) reset_store; $build >/dev/null; prep="true" ;;
       late)     reset_store; $build >/dev/null; prep="date +%s%N > $ctx/late/config.txt" ;;
       early)
@@ -78,6 +82,7 @@ for c in $CONTEXTS; do
     k=$(python3 -c "import json,sys; print('%.3f' % json.load(open(sys.argv[1]))['results'][0]['median'])" "$json")
     printf '%-10s %-9s %8s %8s %8s %8s\n' "$c" "$s" "$k" "$(peer docker "$c" "$s")" "$(peer buildah "$c" "$s")" "$(peer podman "$c" "$s")"
   done
+  rm -rf "$WORK/runs"
   # Restore the pristine context for the next run.
   bash "$SHARED/contexts/gen-contexts.sh" "$c" >/dev/null 2>&1
 done

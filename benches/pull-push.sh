@@ -37,13 +37,17 @@ steps=("$@"); [[ ${#steps[@]} -gt 0 ]] || steps=(pull push repush cpu)
 
 bench_pull() {
   local img="$REG/debian-python:bookworm"
+  # A fresh empty store per run, and nothing deleted while timing: on ext4, files created
+  # soon after many were deleted cost several times more (the inode allocator skips
+  # recently deleted inodes), which would time the previous run's clean-up.
+  mkdir -p "$WORK/runs"
+  local fresh="rm -f $WORK/pull; ln -sfn \$(mktemp -d -p $WORK/runs) $WORK/pull"
   hyperfine -w 1 -r "$RUNS" -N \
-    --prepare "rm -rf $WORK/pull" \
-    -n "kiln pull debian-python (empty store)" \
+    --prepare "bash -c '$fresh'" \
+    -n "kiln pull debian-python (empty store; unpacked, ready to run)" \
     "$KILN --root $WORK/pull pull -q $img"
-  # Ready to run: the first run unpacks what the pull stored.
   hyperfine -w 1 -r "$RUNS" \
-    --prepare "rm -rf $WORK/pull" \
+    --prepare "bash -c '$fresh'" \
     -n "kiln pull + first run" \
     "$KILN --root $WORK/pull pull -q $img && $KILN --root $WORK/pull run --rm $img true"
   hyperfine -w 1 -r "$RUNS" -N \

@@ -4,95 +4,27 @@
 
 mod common;
 
-use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use common::env::{As, Env};
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum As {
-    Root,
-    Rootless,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
-}
-
-impl Env {
-    fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let ctx = dir.path().join("ctx");
-        std::fs::create_dir(&ctx).unwrap();
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            "FROM busybox:latest\nENV GREETING=hello PATH=/usr/bin:/bin\nWORKDIR /srv\n\
-             CMD [\"echo\", \"from-cmd\"]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            ctx.join("env.list"),
-            "# a comment\n\nFROM_FILE=yes\nGREETING=overridden\n",
-        )
-        .unwrap();
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.dir.path()));
-        }
-        e.ok(&["import", "busybox.tar", "busybox:latest"], None);
-        e.ok(&["build", "-q", "-t", "app", "ctx"], None);
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn kiln(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.path().join("kiln"))
-        };
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.path().join("store"))
-            .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::inherit()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        if let Some(data) = stdin {
-            let mut w = child.stdin.take().unwrap();
-            w.write_all(data).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> String {
-        let out = self.kiln(args, stdin);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
+/// busybox, and `app` built from a Dockerfile with ENV, WORKDIR and CMD (and an env file).
+fn setup(who: As) -> Env {
+    let e = Env::new(who);
+    e.context(
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox:latest\nENV GREETING=hello PATH=/usr/bin:/bin\nWORKDIR /srv\n\
+                 CMD [\"echo\", \"from-cmd\"]\n",
+            ),
+            (
+                "env.list",
+                "# a comment\n\nFROM_FILE=yes\nGREETING=overridden\n",
+            ),
+        ],
+    );
+    e.ok(&["build", "-q", "-t", "app", "ctx"]);
+    e
 }
 
 /// (what, args, stdin, expected exit code, expected stdout (exact), text stderr must hold)
@@ -359,10 +291,10 @@ fn cases<'a>() -> Vec<Case<'a>> {
 }
 
 fn check(who: As) {
-    let e = Env::new(who);
+    let e = setup(who);
     let mut failures = Vec::new();
     for (what, args, stdin, code, stdout, stderr) in cases() {
-        let out = e.kiln(&args, stdin);
+        let out = e.kiln_with(&args, &[], stdin);
         let got_out = String::from_utf8_lossy(&out.stdout);
         let got_err = String::from_utf8_lossy(&out.stderr);
         let good = out.status.code() == Some(code)
@@ -376,8 +308,8 @@ fn check(who: As) {
         }
     }
     // The hostname defaults to a short random ID, different per container.
-    let a = e.ok(&["run", "busybox", "hostname"], None);
-    let b = e.ok(&["run", "busybox", "hostname"], None);
+    let a = e.ok(&["run", "busybox", "hostname"]);
+    let b = e.ok(&["run", "busybox", "hostname"]);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let is_id = |h: &str| h.trim().len() == 12 && h.trim().bytes().all(|c| c.is_ascii_hexdigit());
     if !is_id(&a) || a == b || a == host {

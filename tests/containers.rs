@@ -6,98 +6,23 @@
 
 mod common;
 
-use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
+use common::env::{spawn, As, Env};
+use common::{is_root, run};
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum As {
-    Root,
-    Rootless,
+/// What these tests add to the shared [`Env`].
+trait ContainerEnv {
+    fn detach(&self, args: &[&str]) -> String;
+    fn inspect(&self, c: &str) -> serde_json::Value;
+    fn until(&self, what: &str, check: impl FnMut() -> bool);
+    fn logs(&self, args: &[&str]) -> String;
+    fn assert_nothing_mounted(&self);
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
-}
-
-impl Env {
-    fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.dir.path()));
-        }
-        e.ok(&["import", "busybox.tar", "busybox:latest"]);
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.path().join("kiln"))
-        };
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.store())
-            .args(args);
-        c
-    }
-
-    fn kiln_in(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut c = self.command(args);
-        c.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = spawn(&mut c);
-        if let Some(data) = stdin {
-            let mut w = child.stdin.take().unwrap();
-            w.write_all(data).unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.kiln_in(args, None)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "{:?}: kiln {args:?} failed ({:?}):\n{}{}",
-            self.who,
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl ContainerEnv for Env {
     /// `kiln run -d ...`: the full ID printed.
     fn detach(&self, args: &[&str]) -> String {
         let mut a = vec!["run", "-d"];
@@ -143,31 +68,6 @@ impl Env {
             self.who
         );
     }
-}
-
-impl Drop for Env {
-    /// A failed test must not leave its containers running.
-    fn drop(&mut self) {
-        let out = self.kiln(&["ps", "-a", "-q", "--no-trunc"]);
-        let ids = String::from_utf8_lossy(&out.stdout).into_owned();
-        for id in ids.split_whitespace() {
-            let _ = self.kiln(&["rm", "-f", id]);
-        }
-    }
-}
-
-/// Spawn, retrying while the binary is "busy": another test's fork may briefly hold the
-/// write descriptor of a kiln copy still being made (until that child execs).
-fn spawn(c: &mut Command) -> std::process::Child {
-    for _ in 0..200 {
-        match c.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            r => return r.unwrap(),
-        }
-    }
-    panic!("{c:?}: the binary stayed busy");
 }
 
 fn code(o: &Output) -> i32 {
@@ -268,7 +168,7 @@ fn lifecycle(who: As) {
         e.ok(&["exec", "-u", "1000:1000", "web", "id", "-u"]),
         "1000\n"
     );
-    let o = e.kiln_in(&["exec", "-i", "web", "cat"], Some(b"through stdin"));
+    let o = e.kiln_with(&["exec", "-i", "web", "cat"], &[], Some(b"through stdin"));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "through stdin");
     // rm refuses a running container.
     let o = e.kiln(&["rm", "web"]);

@@ -5,82 +5,37 @@
 
 mod common;
 
-use common::{busybox_tar, ensure_test_user, have, is_root, run, TEST_USER as USER};
+use common::env::{modes, As, Env};
+use common::{have, is_root, TEST_USER as USER};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum As {
-    Root,
-    Rootless,
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
-}
-
-impl Env {
-    fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.path()));
-        }
-        let out = e.kiln(&["import", "busybox.tar", "busybox:latest"]);
-        assert!(out.status.success(), "{out:?}");
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
+/// What these tests add to the shared [`Env`].
+trait NetEnv {
     /// Whether this test's user may open /dev/net/tun (slirp4netns needs it).
+    fn tun_usable(&self) -> bool;
+    /// Run, assert success, return (stdout, stderr).
+    fn ok_both(&self, args: &[&str]) -> (String, String);
+}
+
+impl NetEnv for Env {
     fn tun_usable(&self) -> bool {
-        let mut c = self.as_user("sh");
+        let mut c = if self.who == As::Rootless && is_root() {
+            let mut c = Command::new("/usr/bin/setpriv");
+            c.args(["--reuid", USER, "--regid", USER, "--init-groups", "sh"]);
+            c
+        } else {
+            Command::new("sh")
+        };
         c.args(["-c", "test -r /dev/net/tun -a -w /dev/net/tun"]);
         c.status().unwrap().success() && have("slirp4netns")
     }
 
-    fn as_user(&self, prog: &str) -> Command {
-        if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(prog)
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(prog)
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = self.as_user(self.path().join("kiln").to_str().unwrap());
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.path().join("store"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Run, assert success, return (stdout, stderr).
-    fn ok(&self, args: &[&str]) -> (String, String) {
+    fn ok_both(&self, args: &[&str]) -> (String, String) {
         let out = self.kiln(args);
         let (o, e) = (
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -92,14 +47,6 @@ impl Env {
             self.who
         );
         (o, e)
-    }
-}
-
-fn modes() -> Vec<As> {
-    if is_root() {
-        vec![As::Root, As::Rootless]
-    } else {
-        vec![As::Rootless]
     }
 }
 
@@ -126,7 +73,7 @@ fn private_network_gets_slirp_where_tun_is_usable_else_loopback_and_one_warning(
                 args.extend(["--network", n]);
             }
             args.extend(["busybox", "sh", "-c", script]);
-            let (out, err) = e.ok(&args);
+            let (out, err) = e.ok_both(&args);
             assert!(out.starts_with("loop\n"), "{who:?}: loopback: {out}");
             if e.tun_usable() {
                 assert!(
@@ -151,7 +98,7 @@ fn private_network_gets_slirp_where_tun_is_usable_else_loopback_and_one_warning(
 fn network_none_has_loopback_only_and_no_warning() {
     for who in modes() {
         let e = Env::new(who);
-        let (out, err) = e.ok(&["run", "--network", "none", "busybox", "ip", "-o", "link"]);
+        let (out, err) = e.ok_both(&["run", "--network", "none", "busybox", "ip", "-o", "link"]);
         let links: Vec<&str> = out
             .lines()
             .filter_map(|l| l.split(':').nth(1))
@@ -183,7 +130,7 @@ fn host_network_shares_the_hosts_interfaces_and_ignores_published_ports() {
         let e = Env::new(who);
         let port = free_port().to_string();
         let spec = format!("127.0.0.1:{port}:80");
-        let (out, err) = e.ok(&[
+        let (out, err) = e.ok_both(&[
             "run",
             "--network",
             "host",

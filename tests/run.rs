@@ -4,71 +4,24 @@
 
 mod common;
 
-use common::{busybox_tar, context, ensure_test_user, have, is_root, run, TEST_USER as USER};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use common::env::{As, Env};
+use common::{have, run};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::{Command, Output};
 
-/// Who runs kiln: root itself, or (when the tests run as root) an ordinary user made for the
-/// purpose with subordinate ids, so the rootless path is taken.
-#[derive(Clone, Copy, PartialEq)]
-enum As {
-    Root,
-    Rootless,
+/// What these tests add to the shared [`Env`].
+trait RunEnv {
+    fn kiln_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output;
+    fn kiln_ok(&self, args: &[&str]) -> String;
+    fn build(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output;
+    fn layers(&self, tag: &str) -> Vec<Vec<(String, u64, u64)>>;
+    fn config(&self, tag: &str) -> serde_json::Value;
 }
 
-/// A private directory for one test, with kiln and the busybox tarball inside it so that the
-/// rootless user can reach them.
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
-}
-
-impl Env {
-    fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.dir.path()));
-        }
-        e.kiln_ok(&["import", "busybox.tar", "busybox:latest"]);
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        self.kiln_env(args, &[])
-    }
-
+impl RunEnv for Env {
     fn kiln_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.path().join("kiln"))
-        };
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.store())
-            .args(args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .envs(vars.iter().copied())
-            .output()
-            .unwrap()
+        self.kiln_with(args, vars, None)
     }
 
     fn kiln_ok(&self, args: &[&str]) -> String {
@@ -80,22 +33,6 @@ impl Env {
         );
         assert!(out.status.success(), "kiln {args:?} failed:\n{text}");
         text
-    }
-
-    /// Write a context (readable by the rootless user) and return its path.
-    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let src = context(files);
-        let dest = self.path().join(name);
-        std::fs::create_dir_all(&dest).unwrap();
-        for (p, _) in files {
-            let to = dest.join(p);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(src.path().join(p), &to).unwrap();
-        }
-        if self.who == As::Rootless && is_root() {
-            run(Command::new("chown").arg("-R").arg(USER).arg(&dest));
-        }
-        dest
     }
 
     fn build(&self, ctx: &Path, tag: &str, extra: &[&str]) -> Output {

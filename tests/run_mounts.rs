@@ -5,87 +5,40 @@
 
 mod common;
 
-use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
-use std::os::unix::fs::PermissionsExt;
+use common::env::{As, Env};
+use common::{is_root, run, TEST_USER as USER};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum As {
-    Root,
-    Rootless,
+/// What these tests add to the shared [`Env`].
+trait MountEnv {
+    fn own(&self, p: &Path);
+    /// kiln with extra environment variables.
+    fn kv(&self, args: &[&str], vars: &[(&str, &str)]) -> Output;
+    /// Run, assert success, return stdout and stderr together.
+    fn ok_text(&self, args: &[&str]) -> String;
+    fn build(&self, ctx: &Path, tag: &str, extra: &[&str], vars: &[(&str, &str)]) -> Output;
+    fn build_ok(&self, ctx: &Path, tag: &str, extra: &[&str], vars: &[(&str, &str)]) -> String;
+    fn layer_paths(&self, tag: &str) -> Vec<String>;
+    fn saved(&self, tag: &str) -> (Vec<String>, Vec<u8>);
 }
 
-/// A private directory with kiln, a store and busybox imported, reachable by the rootless user.
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
-}
-
-impl Env {
-    fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let e = Env { dir, who };
-        e.own(e.path());
-        e.ok(&["import", "busybox.tar", "busybox:latest"]);
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path().join("store")
-    }
-
+impl MountEnv for Env {
     fn own(&self, p: &Path) {
         if self.who == As::Rootless && is_root() {
-            ensure_test_user();
             run(Command::new("chown").arg("-R").arg(USER).arg(p));
         }
     }
 
-    fn kiln(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.path().join("kiln"))
-        };
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.store())
-            .args(args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .envs(vars.iter().copied())
-            .output()
-            .unwrap()
+    fn kv(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.kiln_with(args, vars, None)
     }
 
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args, &[]);
+    fn ok_text(&self, args: &[&str]) -> String {
+        let out = self.kv(args, &[]);
         let t = text(&out);
         assert!(out.status.success(), "kiln {args:?} failed:\n{t}");
         t
-    }
-
-    /// Write a context and return its path.
-    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dest = self.path().join(name);
-        for (p, body) in files {
-            let to = dest.join(p);
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::write(&to, body).unwrap();
-        }
-        self.own(&dest);
-        dest
     }
 
     fn build(&self, ctx: &Path, tag: &str, extra: &[&str], vars: &[(&str, &str)]) -> Output {
@@ -93,7 +46,7 @@ impl Env {
         args.extend_from_slice(extra);
         let c = ctx.to_str().unwrap().to_string();
         args.push(&c);
-        self.kiln(&args, vars)
+        self.kv(&args, vars)
     }
 
     fn build_ok(&self, ctx: &Path, tag: &str, extra: &[&str], vars: &[(&str, &str)]) -> String {
@@ -113,7 +66,7 @@ impl Env {
     fn saved(&self, tag: &str) -> (Vec<String>, Vec<u8>) {
         let mut all = Vec::new();
         let tar = self.path().join(format!("{}.tar", tag.replace(':', "_")));
-        self.ok(&["save", "-o", tar.to_str().unwrap(), tag]);
+        self.ok_text(&["save", "-o", tar.to_str().unwrap(), tag]);
         let mut paths = Vec::new();
         let mut outer = tar::Archive::new(std::fs::File::open(&tar).unwrap());
         for e in outer.entries().unwrap() {
@@ -326,7 +279,7 @@ RUN --mount=target=/src sh -c 'cat /src/d/a; touch /src/new 2>/dev/null || echo 
         ],
     );
     // A relative context path (kiln's working directory is the test's directory).
-    let out = e.kiln(
+    let out = e.kv(
         &["build", "--progress=plain", "-t", "plain:1", "plain"],
         &[],
     );
@@ -547,8 +500,8 @@ fn secrets(who: As) {
     assert!(log.contains("[stage-0 3/6] CACHED"), "{log}");
 
     // Nowhere in the image, its config, `inspect`, or the store.
-    let inspect = e.ok(&["inspect", "sec:1"]);
-    let history = e.ok(&["history", "--no-trunc", "sec:1"]);
+    let inspect = e.ok_text(&["inspect", "sec:1"]);
+    let history = e.ok_text(&["history", "--no-trunc", "sec:1"]);
     let (paths, bytes) = e.saved("sec:1");
     for s in [SECRET, SECRET2] {
         assert!(!inspect.contains(s) && !history.contains(s));
@@ -709,8 +662,8 @@ fn secret_looking_build_args_are_warned_about_and_redacted() {
     assert!(!log.contains("ARG VERSION looks like"), "{log}");
     assert!(log.contains("ARG API_TOKEN=<redacted>"), "{log}");
     assert!(!log.contains("default-tok-9b7e"), "{log}");
-    let inspect = e.ok(&["inspect", "args:1"]);
-    let history = e.ok(&["history", "--no-trunc", "args:1"]);
+    let inspect = e.ok_text(&["inspect", "args:1"]);
+    let history = e.ok_text(&["history", "--no-trunc", "args:1"]);
     assert!(history.contains("ARG API_TOKEN=<redacted>"), "{history}");
     assert!(history.contains("ARG VERSION=1.0"), "{history}");
     let (_, bytes) = e.saved("args:1");

@@ -5,89 +5,17 @@
 
 mod common;
 
-use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
-use std::os::unix::fs::PermissionsExt;
+use common::env::{As, Env};
+use common::{is_root, run, TEST_USER as USER};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum As {
-    Root,
-    Rootless,
+/// What these tests add to the shared [`Env`].
+trait SecurityEnv {
+    fn sh(&self, flags: &[&str], script: &str) -> (i32, String, String);
 }
 
-/// kiln where the rootless user can run it, copied once: a copy made while another test
-/// thread forks would stay open for writing in that child, and exec'ing it would fail with
-/// ETXTBSY.
-fn kiln_copy() -> &'static Path {
-    static KILN: OnceLock<PathBuf> = OnceLock::new();
-    KILN.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("kiln-test-security-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let bin = dir.join("kiln");
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &bin).unwrap();
-        bin
-    })
-}
-
-/// A private directory with kiln, the busybox tarball and a store, reachable by the
-/// rootless user.
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
-}
-
-impl Env {
-    fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::os::unix::fs::symlink(kiln_copy(), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.path()));
-        }
-        e.ok(&["import", "busybox.tar", "busybox:latest"]);
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn kiln(&self, args: &[&str]) -> Output {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.path().join("kiln"))
-        };
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.path().join("store"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "kiln {args:?} failed ({:?}):\n{}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
+impl SecurityEnv for Env {
     /// Run `script` with busybox sh in a container; returns (exit code, stdout, stderr).
     fn sh(&self, flags: &[&str], script: &str) -> (i32, String, String) {
         let mut args = vec!["run", "--rm"];

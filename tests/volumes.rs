@@ -4,49 +4,29 @@
 
 mod common;
 
-use common::{busybox_tar, ensure_test_user, is_root, run, TEST_USER as USER};
+use common::env::{modes, As, Env};
+use common::{is_root, run, TEST_USER as USER};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum As {
-    Root,
-    Rootless,
+/// A store with busybox and, when `dockerfile` is given, `app` built from it.
+fn setup(who: As, dockerfile: Option<&str>) -> Env {
+    let e = Env::new(who);
+    if let Some(df) = dockerfile {
+        e.context("ctx", &[("Dockerfile", df)]);
+        e.ok(&["build", "-q", "-t", "app", "ctx"]);
+    }
+    e
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
+/// What these tests add to the shared [`Env`].
+trait VolumeEnv {
+    fn host_dir(&self, name: &str) -> PathBuf;
+    fn fails(&self, args: &[&str], code: i32, message: &str);
 }
 
-impl Env {
-    /// A store with busybox and, when `dockerfile` is given, `app` built from it.
-    fn new(who: As, dockerfile: Option<&str>) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        if let Some(df) = dockerfile {
-            std::fs::create_dir(dir.path().join("ctx")).unwrap();
-            std::fs::write(dir.path().join("ctx/Dockerfile"), df).unwrap();
-        }
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.path()));
-        }
-        e.ok(&["import", "busybox.tar", "busybox:latest"]);
-        if dockerfile.is_some() {
-            e.ok(&["build", "-q", "-t", "app", "ctx"]);
-        }
-        e
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
+impl VolumeEnv for Env {
     /// A directory of the test, owned by whoever runs kiln.
     fn host_dir(&self, name: &str) -> PathBuf {
         let d = self.path().join(name);
@@ -57,37 +37,6 @@ impl Env {
         d
     }
 
-    fn kiln(&self, args: &[&str]) -> Output {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.path().join("kiln"))
-        };
-        c.current_dir(self.path())
-            .arg("--root")
-            .arg(self.path().join("store"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kiln(args);
-        assert!(
-            out.status.success(),
-            "{:?} kiln {args:?} failed:\n{}{}",
-            self.who,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
     fn fails(&self, args: &[&str], code: i32, message: &str) {
         let out = self.kiln(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -96,18 +45,10 @@ impl Env {
     }
 }
 
-fn modes() -> Vec<As> {
-    if is_root() {
-        vec![As::Root, As::Rootless]
-    } else {
-        vec![As::Rootless]
-    }
-}
-
 #[test]
 fn bind_mounts_are_writable_read_only_with_ro_and_missing_host_paths_are_made() {
     for who in modes() {
-        let e = Env::new(who, None);
+        let e = setup(who, None);
         let rw = e.host_dir("rw");
         std::fs::write(rw.join("in"), "from-host\n").unwrap();
         let ro = e.host_dir("ro");
@@ -144,7 +85,7 @@ fn bind_mounts_are_writable_read_only_with_ro_and_missing_host_paths_are_made() 
 
 #[test]
 fn relative_and_missing_sources_are_clear_errors() {
-    let e = Env::new(As::Root, None);
+    let e = setup(As::Root, None);
     e.fails(
         &["run", "--rm", "-v", "./rel:/x", "busybox", "true"],
         125,
@@ -177,7 +118,7 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
               RUN mkdir -p /srv/app && echo seed > /srv/app/seed && chown -R 5:6 /srv/app \
               && chmod 750 /srv/app && chmod 640 /srv/app/seed\n";
     for who in modes() {
-        let e = Env::new(who, Some(df));
+        let e = setup(who, Some(df));
         let out = e.ok(&[
             "run",
             "--rm",
@@ -250,7 +191,7 @@ fn named_volumes_are_filled_from_the_image_once_and_outlive_containers() {
 #[test]
 fn anonymous_volumes_go_with_a_removed_container() {
     for who in modes() {
-        let e = Env::new(who, None);
+        let e = setup(who, None);
         let out = e.ok(&[
             "run",
             "--rm",
@@ -270,7 +211,7 @@ fn anonymous_volumes_go_with_a_removed_container() {
 
 #[test]
 fn volume_commands_keep_volumes_containers_use() {
-    let e = Env::new(As::Root, None);
+    let e = setup(As::Root, None);
     assert_eq!(e.ok(&["volume", "create", "keep"]), "keep\n");
     assert_eq!(e.ok(&["volume", "create", "used"]), "used\n");
     let anon = e.ok(&["volume", "create"]);
@@ -318,7 +259,7 @@ fn volume_commands_keep_volumes_containers_use() {
 #[test]
 fn tmpfs_and_a_read_only_root() {
     for who in modes() {
-        let e = Env::new(who, None);
+        let e = setup(who, None);
         let out = e.ok(&[
             "run",
             "--rm",
@@ -355,7 +296,7 @@ fn a_symlink_in_the_image_cannot_redirect_a_volume_onto_the_host() {
     let v = victim.path().display().to_string();
     let df = format!("FROM busybox:latest\nRUN ln -s {v}/a /evil && ln -s {v}/b/deep /evil2\n");
     for who in modes() {
-        let e = Env::new(who, Some(&df));
+        let e = setup(who, Some(&df));
         let src = e.host_dir("src");
         std::fs::write(src.join("marker"), "inside\n").unwrap();
         let out = e.ok(&[
@@ -387,7 +328,7 @@ fn a_symlink_in_the_image_cannot_redirect_a_volume_onto_the_host() {
 fn an_images_volume_paths_get_anonymous_volumes_unless_mounted() {
     let df = "FROM busybox:latest\nRUN mkdir /data && echo img > /data/f\nVOLUME /data\n";
     for who in modes() {
-        let e = Env::new(who, Some(df));
+        let e = setup(who, Some(df));
         let script = "cat /data/f; grep -c ' /data ' /proc/mounts; echo new > /data/g";
         assert_eq!(
             e.ok(&["run", "--rm", "app", "sh", "-c", script]),

@@ -3,6 +3,8 @@
 //! (skopeo, umoci, podman) that check what kiln wrote.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod env;
+
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -281,28 +281,8 @@ fn command(
             }
         }
     }
-    let mut av: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    av.push(std::ptr::null());
-    let mut ev: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
-    ev.push(std::ptr::null());
-    let mut err = libc::ENOENT;
-    for prog in program {
-        // SAFETY: null-terminated arrays of valid C strings.
-        unsafe { libc::execve(prog.as_ptr(), av.as_ptr(), ev.as_ptr()) };
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        if e != libc::ENOENT && e != libc::ENOTDIR {
-            err = e;
-        }
-    }
     let name = spec.argv.first().map_or("", String::as_str);
-    if err == libc::ENOENT {
-        (127, format!("{name}: executable file not found in $PATH"))
-    } else {
-        (
-            126,
-            format!("{name}: {}", std::io::Error::from_raw_os_error(err)),
-        )
-    }
+    super::exec_first(program, argv, env, name)
 }
 
 #[cfg(test)]

@@ -1199,25 +1199,36 @@ fn command(p: &Prepared, out_w: &OwnedFd) -> Result<Never, (i32, String)> {
 /// Exec the command (looked up in the container's PATH); returns only on failure, with the
 /// exit code (126: cannot execute, 127: not found) and why.
 fn exec_program(p: &Prepared) -> (i32, String) {
-    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = p.env.iter().map(|a| a.as_ptr()).collect();
-    envp.push(std::ptr::null());
-    let mut err = libc::ENOENT;
-    for prog in &p.program {
-        // SAFETY: argv and envp are null-terminated arrays of valid C strings.
-        unsafe { libc::execve(prog.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        // As execvp: keep looking past missing entries, remember a real failure.
-        if e != libc::ENOENT && e != libc::ENOTDIR {
-            err = e;
-        }
-    }
     let name = p
         .argv
         .first()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_default();
+    exec_first(&p.program, &p.argv, &p.env, &name)
+}
+
+/// execve each candidate path of the program in turn, as execvp does: past missing
+/// entries, remembering a real failure. Returns only on failure, with docker's exit code
+/// (127: not found, 126: cannot execute) and why.
+pub(crate) fn exec_first(
+    program: &[CString],
+    argv: &[CString],
+    env: &[CString],
+    name: &str,
+) -> (i32, String) {
+    let mut av: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    av.push(std::ptr::null());
+    let mut ev: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();
+    ev.push(std::ptr::null());
+    let mut err = libc::ENOENT;
+    for prog in program {
+        // SAFETY: null-terminated arrays of valid C strings.
+        unsafe { libc::execve(prog.as_ptr(), av.as_ptr(), ev.as_ptr()) };
+        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        if e != libc::ENOENT && e != libc::ENOTDIR {
+            err = e;
+        }
+    }
     if err == libc::ENOENT {
         (127, format!("{name}: executable file not found in $PATH"))
     } else {

@@ -75,18 +75,18 @@ pub fn overlay_unavailable(e: &std::io::Error) -> bool {
     )
 }
 
-/// What a non-native mode tells the user (once per run).
+/// What a non-native mode tells the user (once per run); `why` is empty when the mode was
+/// forced by `KILN_ROOTFS`.
 pub fn warning(mode: RootfsMode, why: &str) -> String {
-    match mode {
-        RootfsMode::Native => String::new(),
-        RootfsMode::Fuse => format!(
-            "warning: overlayfs is not available in a user namespace here ({why}): \
-             using fuse-overlayfs"
-        ),
-        RootfsMode::Copy => format!(
-            "warning: overlayfs is not available in a user namespace here ({why}): \
-             using a copy of the image (slower)"
-        ),
+    let how = match mode {
+        RootfsMode::Native => return String::new(),
+        RootfsMode::Fuse => "using fuse-overlayfs",
+        RootfsMode::Copy => "using a copy of the image (slower)",
+    };
+    if why.is_empty() {
+        format!("warning: KILN_ROOTFS={}: {how}", mode.name())
+    } else {
+        format!("warning: overlayfs is not available in a user namespace here ({why}): {how}")
     }
 }
 
@@ -376,7 +376,12 @@ impl Differ<'_> {
         Ok(())
     }
 
-    fn add_subtree(&mut self, rel: &Path, md: &fs::Metadata, how: Emit) -> Result<(), RuntimeError> {
+    fn add_subtree(
+        &mut self,
+        rel: &Path,
+        md: &fs::Metadata,
+        how: Emit,
+    ) -> Result<(), RuntimeError> {
         self.emits.insert(rel.to_path_buf(), how);
         if md.is_file() && md.nlink() > 1 {
             self.new_inodes.insert(md.ino());
@@ -459,42 +464,66 @@ pub fn diff_copy<W: Write>(
     b.finish().map_err(layer)
 }
 
+const FUSE_XATTR_PREFIX: &str = "user.fuseoverlayfs.";
+
 /// fuse-overlayfs marks an opaque directory with `.wh..wh..opq` (a file) and `.wh..opq` (a
-/// whiteout) as well as the xattr, and marks every new directory opaque, even where the
-/// layers below have nothing. Make `upper` read as the kernel's would: the markers go, and
-/// the opaque mark stays only where some lower shows an entry at that path.
+/// whiteout) as well as an xattr (`trusted.overlay.opaque`, or `user.fuseoverlayfs.opaque`
+/// in a user namespace), marks every new directory opaque, records copy-ups in
+/// `user.fuseoverlayfs.origin`, and leaves a whiteout for a removed entry even where the
+/// layers below have nothing. Make `upper` read as the kernel's would: its own xattrs and
+/// markers go, and the opaque mark stays only where some lower shows an entry at that path.
 pub fn normalize_fuse_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(), RuntimeError> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = upper.join(&rel);
-        let mut marked = false;
+        let mut opaque = false;
         for name in child_names(&dir)? {
             let path = dir.join(&name);
             if name == ".wh..wh..opq" || name == ".wh..opq" {
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
-                marked = true;
+                opaque = true;
                 continue;
             }
-            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            let md = fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+            if is_whiteout(&md) && !visible_in_lowers(&rel.join(&name), lowers) {
+                fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                continue;
+            }
+            if md.is_dir() {
                 stack.push(rel.join(&name));
+            } else {
+                drop_fuse_xattrs(&path)?;
             }
         }
         if rel.as_os_str().is_empty() {
             continue;
         }
-        let xattr_opaque = ["trusted.overlay.opaque", OPAQUE_XATTR]
-            .iter()
-            .any(|k| xattr::get(&dir, k).is_ok_and(|v| v.as_deref() == Some(b"y")));
-        if !(marked || xattr_opaque) {
-            continue;
-        }
+        opaque |= drop_fuse_xattrs(&dir)?;
+        opaque |= xattr::get(&dir, "trusted.overlay.opaque").is_ok_and(|v| v.is_some());
         let _ = xattr::remove(&dir, "trusted.overlay.opaque");
-        let _ = xattr::remove(&dir, OPAQUE_XATTR);
-        if visible_in_lowers(&rel, lowers) {
+        if opaque && visible_in_lowers(&rel, lowers) {
             xattr::set(&dir, OPAQUE_XATTR, b"y").map_err(|e| io(&dir, e))?;
         }
     }
     Ok(())
+}
+
+/// Remove fuse-overlayfs' own xattrs from `path`; true when it was marked opaque.
+fn drop_fuse_xattrs(path: &Path) -> Result<bool, RuntimeError> {
+    let mut opaque = false;
+    let Ok(names) = xattr::list(path) else {
+        return Ok(false);
+    };
+    for n in names {
+        if !n.as_bytes().starts_with(FUSE_XATTR_PREFIX.as_bytes()) {
+            continue;
+        }
+        if n.as_bytes().ends_with(b".opaque") {
+            opaque |= xattr::get(path, &n).is_ok_and(|v| v.as_deref() == Some(b"y"));
+        }
+        xattr::remove(path, &n).map_err(|e| io(path, e))?;
+    }
+    Ok(opaque)
 }
 
 /// Does the topmost lower holding `rel` hold an entry rather than a whiteout? (Opaque
@@ -557,8 +586,14 @@ mod tests {
 
         let before = record(&m).unwrap();
         // Nothing changed: an empty layer.
-        let (bytes, _) =
-            diff_copy(&m, &before, &HashSet::new(), Vec::new(), BuildOptions::default()).unwrap();
+        let (bytes, _) = diff_copy(
+            &m,
+            &before,
+            &HashSet::new(),
+            Vec::new(),
+            BuildOptions::default(),
+        )
+        .unwrap();
         assert!(layer_names(&bytes).is_empty());
 
         fs::write(m.join("a/deep/new"), b"n").unwrap();
@@ -569,8 +604,14 @@ mod tests {
         fs::remove_file(m.join("file")).unwrap();
         fs::create_dir(m.join("file")).unwrap();
         fs::hard_link(m.join("link1"), m.join("link2")).unwrap();
-        let (bytes, _) =
-            diff_copy(&m, &before, &HashSet::new(), Vec::new(), BuildOptions::default()).unwrap();
+        let (bytes, _) = diff_copy(
+            &m,
+            &before,
+            &HashSet::new(),
+            Vec::new(),
+            BuildOptions::default(),
+        )
+        .unwrap();
         assert_eq!(
             layer_names(&bytes),
             [
@@ -611,8 +652,14 @@ mod tests {
         let (bytes, _) =
             diff_copy(m, &before, &settled, Vec::new(), BuildOptions::default()).unwrap();
         assert!(layer_names(&bytes).is_empty());
-        let (bytes, _) =
-            diff_copy(m, &before, &HashSet::new(), Vec::new(), BuildOptions::default()).unwrap();
+        let (bytes, _) = diff_copy(
+            m,
+            &before,
+            &HashSet::new(),
+            Vec::new(),
+            BuildOptions::default(),
+        )
+        .unwrap();
         assert_eq!(layer_names(&bytes), ["etc/"]);
     }
 }

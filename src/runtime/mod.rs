@@ -1007,9 +1007,6 @@ fn mount_root(
             Err(e) => return Err(format!("KILN_ROOTFS=fuse: {e}")),
         }
     }
-    if forced.is_some() {
-        why.push("KILN_ROOTFS=copy".into());
-    }
     tell(M::Copy, &why);
     copyroot::populate(&p.lowers_full, &p.merged).map_err(|e| e.to_string())?;
     let before = copyroot::record(&p.merged).map_err(|e| e.to_string())?;
@@ -1020,12 +1017,7 @@ fn mount_root(
 }
 
 /// mount(2) for the root's modes; no fstype is a bind mount.
-fn mount_io(
-    src: &str,
-    target: &Path,
-    fstype: &str,
-    data: Option<&CString>,
-) -> std::io::Result<()> {
+fn mount_io(src: &str, target: &Path, fstype: &str, data: Option<&CString>) -> std::io::Result<()> {
     let bad = || std::io::Error::from_raw_os_error(libc::EINVAL);
     let s = cstr(src).map_err(|_| bad())?;
     let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| bad())?;
@@ -1078,11 +1070,7 @@ fn mount_fuse(p: &Prepared) -> Result<(), String> {
 
 /// The copy mode's end: the layer from comparing `merged` with what the copy held, then
 /// the copy removed (from inside the user namespace, where its owners are the keeper's).
-fn finish_copy(
-    p: &Prepared,
-    before: &copyroot::Record,
-    created: &[PathBuf],
-) -> Result<(), String> {
+fn finish_copy(p: &Prepared, before: &copyroot::Record, created: &[PathBuf]) -> Result<(), String> {
     let settled: std::collections::HashSet<PathBuf> = created
         .iter()
         .filter_map(|c| c.parent()?.strip_prefix(&p.merged).ok())

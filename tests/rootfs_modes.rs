@@ -125,18 +125,31 @@ impl Env {
         (digest, layers)
     }
 
-    /// The listing of the last layer (for a readable failure message).
-    fn last_layer_listing(&self) -> String {
+    /// A listing of every layer made by the build, xattrs too (for a readable failure).
+    fn listing(&self) -> String {
         let (_, layers) = self.image();
-        let hex = layers.last().unwrap().strip_prefix("sha256:").unwrap();
-        let blob = self.store().join("blobs/sha256").join(hex);
-        text(
-            &Command::new("tar")
-                .args(["-tvv", "--numeric-owner", "-f"])
-                .arg(blob)
-                .output()
-                .unwrap(),
-        )
+        let mut all = String::new();
+        for l in &layers[1..] {
+            let blob = self
+                .store()
+                .join("blobs/sha256")
+                .join(l.strip_prefix("sha256:").unwrap());
+            all.push_str(&text(
+                &Command::new("python3")
+                    .arg("-c")
+                    .arg(
+                        "import sys,tarfile\n\
+                         for t in tarfile.open(sys.argv[1]):\n \
+                         print(t.name,t.type,t.linkname,oct(t.mode),t.uid,t.gid,t.mtime,t.size,\
+                         t.pax_headers)",
+                    )
+                    .arg(blob)
+                    .output()
+                    .unwrap(),
+            ));
+            all.push('\n');
+        }
+        all
     }
 }
 
@@ -149,13 +162,16 @@ fn text(out: &Output) -> String {
 }
 
 /// Adds, modifies, deletes files and dirs, chowns to a user of its own, chmods, replaces a
-/// dir and a file by dirs, makes symlinks and hard links (to a new file and to an old one).
+/// dir and a file by dirs and a dir by a file, makes symlinks and hard links (to a new file,
+/// to an old one, and within one layer), and runs with a cache mount (whose mount point kiln
+/// makes and removes: no change of the command's).
 const DOCKERFILE: &str = r#"FROM busybox:latest
 RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd \
  && echo 'app:x:1000:' >> /etc/group \
  && mkdir -p /data/sub /old/inner /gone/deep /home/app \
  && echo one > /data/file && echo keep > /data/keep && echo lone > /data/lone \
- && echo x > /old/inner/x && echo g > /gone/deep/g && echo f > /was-file
+ && echo x > /old/inner/x && echo g > /gone/deep/g && echo f > /was-file \
+ && mkdir -p /was-dir/d && echo hl > /data/hl1 && ln /data/hl1 /data/hl2
 RUN echo added > /data/new \
  && echo more >> /data/file \
  && rm /data/keep \
@@ -167,7 +183,9 @@ RUN echo added > /data/new \
  && ln -s /data/file /data/sym \
  && echo h > /data/h1 && ln /data/h1 /data/h2 \
  && ln /data/lone /data/lone2 \
+ && rm -rf /was-dir && echo now-a-file > /was-dir \
  && rm /bin/vi
+RUN --mount=type=cache,target=/var/cache/kiln-test echo c > /var/cache/kiln-test/c && echo ok > /etc/ok
 "#;
 
 fn same_image_in(who: As, mode: &str) {
@@ -182,8 +200,8 @@ fn same_image_in(who: As, mode: &str) {
         a,
         b,
         "native and {mode} builds differ\nnative:\n{}\n{mode}:\n{}",
-        native.last_layer_listing(),
-        other.last_layer_listing()
+        native.listing(),
+        other.listing()
     );
     // The same bytes could still be wrong the same way: check what the image holds.
     let out = other.kiln(
@@ -196,7 +214,8 @@ fn same_image_in(who: As, mode: &str) {
             "cat /data/file; ls /old /was-file | grep -v :; cat /old/y /was-file/in; stat -c %u:%g:%a /data/file /home/app /data/sub; \
              test -e /data/keep || echo no-keep; test -e /gone || echo no-gone; \
              test -e /bin/vi || echo no-vi; readlink /data/sym; \
-             stat -c %i /data/h1 /data/h2 | uniq | wc -l",
+             stat -c %i /data/h1 /data/h2 | uniq | wc -l; cat /was-dir; \
+             stat -c %i /data/hl1 /data/hl2 | uniq | wc -l; ls /var/cache 2>&1; cat /etc/ok",
         ],
         &[("KILN_ROOTFS", mode)],
     );
@@ -206,7 +225,8 @@ fn same_image_in(who: As, mode: &str) {
         "one\nmore\n",
         "y\n\nin\ny\nin\n",
         "1000:1000:644\n1000:1000:755\n0:0:700\n",
-        "no-keep\nno-gone\nno-vi\n/data/file\n1\n",
+        "no-keep\nno-gone\nno-vi\n/data/file\n1\nnow-a-file\n1\n",
+        "ok\n",
     ] {
         assert!(got.contains(want), "missing {want:?} in:\n{got}");
     }

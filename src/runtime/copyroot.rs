@@ -6,7 +6,7 @@
 //! ([`normalize_fuse_upper`]).
 //!
 //! The comparison is buildah's vfs one, without content: an entry changed when its type,
-//! inode, permission bits, owner, size (not for directories), mtime to the nanosecond,
+//! inode (number and birth time), permission bits, owner, size (not for directories), mtime to the nanosecond,
 //! link target, device number or xattrs differ. ctime is not used: a new hard link to a
 //! file changes it without changing the file. A rewrite that keeps size and mtime to the
 //! nanosecond is not seen (the copy sets every mtime to the layer's, so a write during the
@@ -241,6 +241,9 @@ struct Rec {
     size: u64,
     mtime: (i64, i64),
     ino: u64,
+    /// Birth time where the filesystem keeps one: a directory removed and made again may
+    /// get the same inode number back (ext4 reuses them at once).
+    born: Option<std::time::SystemTime>,
     rdev: u64,
     target: Option<PathBuf>,
     xattrs: BTreeMap<String, Vec<u8>>,
@@ -263,6 +266,7 @@ fn rec_of(host: &Path, md: &fs::Metadata) -> Result<Rec, RuntimeError> {
         size: if md.is_dir() { 0 } else { md.size() },
         mtime: (md.mtime(), md.mtime_nsec()),
         ino: md.ino(),
+        born: md.created().ok(),
         rdev: md.rdev(),
         target: if md.file_type().is_symlink() {
             Some(fs::read_link(host).map_err(|e| io(host, e))?)
@@ -350,7 +354,10 @@ impl Differ<'_> {
                 self.add_subtree(&path, &md, Emit::Entry)?;
                 continue;
             };
-            if old.fmt != md.mode() & libc::S_IFMT || old.ino != md.ino() {
+            if old.fmt != md.mode() & libc::S_IFMT
+                || old.ino != md.ino()
+                || old.born != md.created().ok()
+            {
                 // Replaced: overlayfs makes a directory created over a removed entry opaque.
                 let how = if md.is_dir() {
                     Emit::Opaque

@@ -280,6 +280,41 @@ fn copy_mode_run_changes_nothing_in_the_image_and_exit_codes_pass() {
 }
 
 #[test]
+fn copy_mode_detached_container_takes_exec_and_logs() {
+    let e = Env::new(As::Rootless);
+    let copy = [("KILN_ROOTFS", "copy")];
+    let out = e.kiln(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "cp",
+            "busybox:latest",
+            "sh",
+            "-c",
+            "echo started; sleep 30",
+        ],
+        &copy,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = e.kiln(
+        &[
+            "exec",
+            "cp",
+            "sh",
+            "-c",
+            "echo hi > /tmp/h && cat /tmp/h && ls /bin/vi",
+        ],
+        &copy,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n/bin/vi\n");
+    let logs = text(&e.kiln(&["logs", "cp"], &[]));
+    assert!(logs.contains("started"), "{logs}");
+    let out = e.kiln(&["rm", "-f", "cp"], &[]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
 fn an_unknown_mode_is_a_clear_error() {
     let e = Env::new(if is_root() { As::Root } else { As::Rootless });
     let out = e.kiln(

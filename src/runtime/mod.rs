@@ -990,11 +990,21 @@ fn mount_root(
         }
     }
     let tell = |mode: M, why: &[String]| {
-        let text = copyroot::warning(mode, &why.join("; "));
-        if matches!(p.stdio, Stdio::Inherit { .. }) {
-            let _ = writeln!(std::io::stderr(), "kiln: {text}");
-        } else {
-            let _ = nix::unistd::write(out_w, format!("kiln: {text}\n").as_bytes());
+        let text = format!("kiln: {}\n", copyroot::warning(mode, &why.join("; ")));
+        match p.stdio {
+            Stdio::Inherit { .. } => {
+                let _ = std::io::stderr().write_all(text.as_bytes());
+            }
+            // What reaches `output` here is taken for a failure to start: the warning goes
+            // with the container's own output instead.
+            Stdio::Fds { stderr, .. } => {
+                // SAFETY: the caller keeps this descriptor open for the container.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stderr) };
+                let _ = nix::unistd::write(fd, text.as_bytes());
+            }
+            Stdio::Capture => {
+                let _ = nix::unistd::write(out_w, text.as_bytes());
+            }
         }
     };
     if matches!(forced, None | Some(M::Fuse)) {

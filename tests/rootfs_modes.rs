@@ -323,4 +323,17 @@ fn an_unknown_mode_is_a_clear_error() {
     );
     assert_eq!(out.status.code(), Some(125), "{}", text(&out));
     assert!(text(&out).contains("KILN_ROOTFS=\"vfs\""), "{}", text(&out));
+    // Rootless, fuse needs /dev/fuse, which is root's alone on many hosts (these included).
+    let fuse_closed = std::fs::metadata("/dev/fuse")
+        .map(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o006 != 0o006)
+        .unwrap_or(true);
+    if is_root() && fuse_closed {
+        let e = Env::new(As::Rootless);
+        let out = e.kiln(
+            &["run", "--rm", "busybox:latest", "true"],
+            &[("KILN_ROOTFS", "fuse")],
+        );
+        assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+        assert!(text(&out).contains("KILN_ROOTFS=fuse: "), "{}", text(&out));
+    }
 }

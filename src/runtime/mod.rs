@@ -5,14 +5,17 @@
 //!
 //! Process tree: kiln forks a *keeper* that unshares the user namespace (kiln installs the id
 //! maps from outside, through newuidmap/newgidmap or /proc), then the other namespaces, mounts
-//! the overlay and forks the *command* process (PID 1 of the new pid namespace), which takes a
-//! mount namespace of its own for /proc, /dev and pivot_root, drops to the USER and execs.
+//! the root ([`copyroot`]: native overlayfs, else fuse-overlayfs, else a copy of the
+//! snapshots; `KILN_ROOTFS` forces one), unshares the pid namespace and forks the *command*
+//! process (PID 1 of the new pid namespace), which takes a mount namespace of its own for
+//! /proc, /dev and pivot_root, drops to the USER and execs.
 //! Just before that it is confined ([`security`]: seccomp, no_new_privs, capabilities) and,
 //! with `--init`, becomes the reaper ([`init`]) of the command it forks. kiln puts the keeper
 //! in the container's cgroup ([`cgroup`]) before the command starts; `--isolation=chroot`
 //! ([`isolation`]) skips the user namespace.
 //! The keeper waits for it, removes the mount points it had to create, and walks the upper
-//! dir from inside the user namespace, so the layer records container ids, not host ones.
+//! dir (or compares the copy with its record) from inside the user namespace, so the layer
+//! records container ids, not host ones.
 //! The keeper reports the command's host pid to kiln (see [`run_container`]), which records
 //! it, signals it, and `exec` enters its namespaces; containers with a life of their own
 //! (records, the supervisor, ptys, exec) live in the submodules below.

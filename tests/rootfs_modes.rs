@@ -7,7 +7,7 @@ mod common;
 
 use common::{busybox_tar, context, ensure_test_user, have, is_root, run, TEST_USER as USER};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 #[derive(Clone, Copy, PartialEq)]
@@ -25,7 +25,11 @@ struct Env {
 
 impl Env {
     fn new(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        Env::new_in(who, &std::env::temp_dir())
+    }
+
+    fn new_in(who: As, parent: &Path) -> Env {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
         std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
@@ -73,7 +77,7 @@ impl Env {
         dest
     }
 
-    /// Build DOCKERFILE with `KILN_ROOTFS=mode`; returns the build log.
+    /// Build DOCKERFILE with `KILN_ROOTFS=mode` ("": the mode kiln finds); returns the log.
     fn build(&self, mode: &str) -> String {
         let ctx = self.context(&[("Dockerfile", DOCKERFILE)]);
         let out = self.kiln(
@@ -250,6 +254,91 @@ fn fuse_mode_builds_the_native_image_as_root() {
         return;
     }
     same_image_in(As::Root, "fuse");
+}
+
+/// A directory on an overlayfs mount: overlayfs refuses an upper dir there (EINVAL), as an
+/// old kernel refuses overlayfs in a user namespace, so kiln must find another mode itself.
+struct OnOverlay {
+    dir: tempfile::TempDir,
+}
+
+impl OnOverlay {
+    fn new() -> OnOverlay {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["l", "u", "w", "m"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let opt = format!(
+            "lowerdir={0}/l,upperdir={0}/u,workdir={0}/w",
+            dir.path().display()
+        );
+        run(Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opt])
+            .arg(dir.path().join("m")));
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("m"),
+            std::fs::Permissions::from_mode(0o1777),
+        )
+        .unwrap();
+        OnOverlay { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("m")
+    }
+}
+
+impl Drop for OnOverlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+fn finds_a_mode_when_overlay_is_refused(who: As, expect: &str) {
+    let native = Env::new(who);
+    native.build("native");
+    let ov = OnOverlay::new();
+    let e = Env::new_in(who, &ov.path());
+    let log = e.build("");
+    let warned = "warning: overlayfs is not available in a user namespace here \
+                  (mounting overlayfs: Invalid argument";
+    assert!(
+        log.contains(warned) && log.contains(expect),
+        "no warning naming {expect:?}:\n{log}"
+    );
+    assert_eq!(
+        native.image(),
+        e.image(),
+        "{}\n{}",
+        native.listing(),
+        e.listing()
+    );
+    drop(e);
+}
+
+#[test]
+fn falls_back_by_itself_as_root() {
+    if !is_root() {
+        eprintln!("mounting an overlay needs root: not tested");
+        return;
+    }
+    let expect = if have("fuse-overlayfs") {
+        "using fuse-overlayfs"
+    } else {
+        "using a copy of the image"
+    };
+    finds_a_mode_when_overlay_is_refused(As::Root, expect);
+}
+
+#[test]
+fn falls_back_to_a_copy_by_itself_rootless() {
+    if !is_root() {
+        eprintln!("mounting an overlay needs root: not tested");
+        return;
+    }
+    // fuse-overlayfs, if installed, fails on /dev/fuse (root's only here) and is named too.
+    finds_a_mode_when_overlay_is_refused(As::Rootless, "using a copy of the image");
 }
 
 #[test]

@@ -14,7 +14,7 @@
 //! overlay upper dir would have held: changed entries, their ancestors, `.wh.` entries for
 //! what the run removed, and a replaced directory as a new opaque one.
 
-use super::rootfs::OPAQUE_XATTR;
+use super::rootfs::{is_whiteout, OPAQUE_XATTR};
 use super::RuntimeError;
 use crate::layer::{BuildOptions, Digested, LayerBuilder, LayerError, TreeOptions};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -94,10 +94,6 @@ fn io(path: &Path, e: std::io::Error) -> RuntimeError {
     RuntimeError::io(path, e)
 }
 
-fn is_whiteout(md: &fs::Metadata) -> bool {
-    md.file_type().is_char_device() && md.rdev() == 0
-}
-
 /// Remove whatever is at `path` (nothing there is fine).
 fn remove_any(path: &Path) -> Result<(), RuntimeError> {
     match fs::symlink_metadata(path) {
@@ -133,7 +129,7 @@ fn copy_dir(
         let d = dst.join(&name);
         let md = fs::symlink_metadata(&s).map_err(|e| io(&s, e))?;
         let ft = md.file_type();
-        if is_whiteout(&md) {
+        if is_whiteout(&s, &md) {
             remove_any(&d)?;
             continue;
         }
@@ -475,8 +471,9 @@ const FUSE_XATTR_PREFIX: &str = "user.fuseoverlayfs.";
 /// fuse-overlayfs marks an opaque directory with `.wh..wh..opq` (a file) and `.wh..opq` (a
 /// whiteout) as well as an xattr (`trusted.overlay.opaque`, or `user.fuseoverlayfs.opaque`
 /// in a user namespace), marks every new directory opaque, records copy-ups in
-/// `user.fuseoverlayfs.origin`, and leaves a whiteout for a removed entry even where the
-/// layers below have nothing. Make `upper` read as the kernel's would: its own xattrs and
+/// `user.fuseoverlayfs.origin`, leaves a whiteout for a removed entry even where the
+/// layers below have nothing, and writes whiteouts as `.wh.NAME` files where it cannot make
+/// devices. Make `upper` read as the kernel's would: its own xattrs and
 /// markers go, and the opaque mark stays only where some lower shows an entry at that path.
 pub fn normalize_fuse_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(), RuntimeError> {
     let mut stack = vec![PathBuf::new()];
@@ -491,7 +488,25 @@ pub fn normalize_fuse_upper(upper: &Path, lowers: &[PathBuf]) -> Result<(), Runt
                 continue;
             }
             let md = fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
-            if is_whiteout(&md) && !visible_in_lowers(&rel.join(&name), lowers) {
+            if let Some(hidden) = name.as_bytes().strip_prefix(b".wh.") {
+                // Where it cannot make 0/0 devices (an upper dir on overlayfs), it writes
+                // OCI-style `.wh.NAME` files: they become xattr whiteouts, which the layer
+                // writer reads as the devices.
+                let hidden = std::ffi::OsStr::from_bytes(hidden);
+                let target = dir.join(hidden);
+                if md.is_file()
+                    && visible_in_lowers(&rel.join(hidden), lowers)
+                    && fs::symlink_metadata(&target).is_err()
+                {
+                    fs::rename(&path, &target).map_err(|e| io(&target, e))?;
+                    xattr::set(&target, "user.overlay.whiteout", b"y")
+                        .map_err(|e| io(&target, e))?;
+                } else {
+                    fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                }
+                continue;
+            }
+            if is_whiteout(&path, &md) && !visible_in_lowers(&rel.join(&name), lowers) {
                 fs::remove_file(&path).map_err(|e| io(&path, e))?;
                 continue;
             }
@@ -536,8 +551,9 @@ fn drop_fuse_xattrs(path: &Path) -> Result<bool, RuntimeError> {
 /// directories above it are not considered.)
 fn visible_in_lowers(rel: &Path, lowers: &[PathBuf]) -> bool {
     for l in lowers {
-        if let Ok(md) = fs::symlink_metadata(l.join(rel)) {
-            return !is_whiteout(&md);
+        let path = l.join(rel);
+        if let Ok(md) = fs::symlink_metadata(&path) {
+            return !is_whiteout(&path, &md);
         }
     }
     false

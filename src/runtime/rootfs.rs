@@ -119,6 +119,20 @@ mod tests {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
     #[test]
+    fn whiteouts_are_devices_or_marked_empty_files() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("f");
+        fs::write(&f, b"").unwrap();
+        assert!(!is_whiteout(&f, &fs::symlink_metadata(&f).unwrap()));
+        // tmpfs in some sandboxes refuses user xattrs.
+        if xattr::set(&f, WHITEOUT_XATTR, b"y").is_ok() {
+            assert!(is_whiteout(&f, &fs::symlink_metadata(&f).unwrap()));
+            fs::write(&f, b"data").unwrap();
+            assert!(!is_whiteout(&f, &fs::symlink_metadata(&f).unwrap()));
+        }
+    }
+
+    #[test]
     fn whiteouts_become_overlay_ones() {
         let t = tempfile::tempdir().unwrap();
         let d = t.path();

@@ -5,20 +5,24 @@
 //!
 //! Process tree: kiln forks a *keeper* that unshares the user namespace (kiln installs the id
 //! maps from outside, through newuidmap/newgidmap or /proc), then the other namespaces, mounts
-//! the overlay and forks the *command* process (PID 1 of the new pid namespace), which takes a
-//! mount namespace of its own for /proc, /dev and pivot_root, drops to the USER and execs.
+//! the root ([`copyroot`]: native overlayfs, else fuse-overlayfs, else a copy of the
+//! snapshots; `KILN_ROOTFS` forces one), unshares the pid namespace and forks the *command*
+//! process (PID 1 of the new pid namespace), which takes a mount namespace of its own for
+//! /proc, /dev and pivot_root, drops to the USER and execs.
 //! Just before that it is confined ([`security`]: seccomp, no_new_privs, capabilities) and,
 //! with `--init`, becomes the reaper ([`init`]) of the command it forks. kiln puts the keeper
 //! in the container's cgroup ([`cgroup`]) before the command starts; `--isolation=chroot`
 //! ([`isolation`]) skips the user namespace.
 //! The keeper waits for it, removes the mount points it had to create, and walks the upper
-//! dir from inside the user namespace, so the layer records container ids, not host ones.
+//! dir (or compares the copy with its record) from inside the user namespace, so the layer
+//! records container ids, not host ones.
 //! The keeper reports the command's host pid to kiln (see [`run_container`]), which records
 //! it, signals it, and `exec` enters its namespaces; containers with a life of their own
 //! (records, the supervisor, ptys, exec) live in the submodules below.
 
 pub mod cgroup;
 pub mod container;
+pub mod copyroot;
 pub mod exec;
 pub mod ids;
 pub mod init;
@@ -534,6 +538,12 @@ fn install_maps(pid: libc::pid_t, plan: &IdPlan) -> Result<(), RuntimeError> {
 struct Prepared {
     lower_dir: Option<CString>,
     mount_data: CString,
+    /// The snapshots, topmost first, by full path (for fuse-overlayfs and the copy).
+    lowers_full: Vec<PathBuf>,
+    /// fuse-overlayfs' options: full paths, as it daemonizes into `/`.
+    fuse_data: String,
+    fuse_bin: Option<PathBuf>,
+    rootfs_forced: Option<copyroot::RootfsMode>,
     merged: PathBuf,
     upper: PathBuf,
     scratch: PathBuf,
@@ -620,6 +630,20 @@ impl Prepared {
             escape(&upper),
             escape(&work)
         );
+        let fuse_data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            if spec.lowers.is_empty() {
+                escape(&spec.scratch.join("empty"))
+            } else {
+                spec.lowers
+                    .iter()
+                    .map(|p| escape(p))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            },
+            escape(&upper),
+            escape(&work)
+        );
         let path_var = spec
             .env
             .iter()
@@ -653,6 +677,10 @@ impl Prepared {
                 _ => None,
             },
             mount_data: cstr(data)?,
+            lowers_full: spec.lowers.clone(),
+            fuse_data,
+            fuse_bin: find_in_path("fuse-overlayfs"),
+            rootfs_forced: copyroot::forced_mode()?,
             merged: spec.scratch.join("merged"),
             upper,
             scratch: spec.scratch.clone(),
@@ -791,19 +819,19 @@ fn keeper(
     };
     let _stop_forwarder = ChildGuard(forwarder);
     p.ports.clear();
-    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let unshare_what = if p.isolation.user_namespace() {
+        "unshare"
+    } else {
+        // Without a mount namespace there is no container root to give the command.
+        "--isolation=chroot: new mount, pid, uts and ipc namespaces are refused here too \
+         (they need CAP_SYS_ADMIN); kiln will not run the command on the host's \
+         filesystem. unshare"
+    };
+    // The pid namespace comes later, just before the command: fuse-overlayfs, forked while
+    // the root is mounted, would otherwise become its PID 1.
+    let flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     // SAFETY: plain syscalls.
-    check(
-        unsafe { libc::unshare(flags) },
-        if p.isolation.user_namespace() {
-            "unshare"
-        } else {
-            // Without a mount namespace there is no container root to give the command.
-            "--isolation=chroot: new mount, pid, uts and ipc namespaces are refused here too \
-             (they need CAP_SYS_ADMIN); kiln will not run the command on the host's \
-             filesystem. unshare"
-        },
-    )?;
+    check(unsafe { libc::unshare(flags) }, unshare_what)?;
     mount(
         "none",
         Path::new("/"),
@@ -823,11 +851,13 @@ fn keeper(
             "chdir to the snapshots",
         )?;
     }
-    mount("overlay", &p.merged, "overlay", 0, Some(&p.mount_data))
-        .map_err(|e| format!("{e} (overlayfs in a user namespace needs Linux 5.11 or later)"))?;
+    let (mode, before) = mount_root(p, &out_w)?;
+    let mut unmount = Unmount(Some(path_c(&p.merged)?));
     volumes::fill_from_image(&p.merged, &p.volume_fills)?;
     let mut created = make_mount_points(&p.merged)?;
     p.mount_targets = mounts::prepare_targets(&p.merged, &p.mounts, &mut created)?;
+    // SAFETY: plain syscalls.
+    check(unsafe { libc::unshare(libc::CLONE_NEWPID) }, unshare_what)?;
     // SAFETY: the command child only runs `command`, which ends in exec or _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -870,9 +900,15 @@ fn keeper(
     };
     // Mount points kiln made are not the command's changes.
     mounts::remove_created(&created);
-    let merged = path_c(&p.merged)?;
-    // SAFETY: valid C string.
-    unsafe { libc::umount2(merged.as_ptr(), libc::MNT_DETACH) };
+    if let Some(path) = unmount.0.take() {
+        Unmount::now(path);
+    }
+    if let Some(before) = before {
+        return finish_copy(p, &before, &created).map(|()| code);
+    }
+    if mode == copyroot::RootfsMode::Fuse {
+        copyroot::normalize_fuse_upper(&p.upper, &p.lowers_full).map_err(|e| e.to_string())?;
+    }
     // Making a mount point copied its directory up; if nothing else is left in that copy,
     // it is no change of the command's (a metadata-only change to it is lost: rare).
     for path in &created {
@@ -910,6 +946,172 @@ fn keeper(
     let _ = std::fs::remove_dir_all(&p.upper);
     let _ = std::fs::remove_dir_all(p.scratch.join("work"));
     Ok(code)
+}
+
+/// Unmounts the container's root (lazily) when the keeper is done with it, on every path:
+/// a fuse-overlayfs daemon left with a mount would keep running.
+struct Unmount(Option<CString>);
+
+impl Unmount {
+    fn now(path: CString) {
+        // SAFETY: valid C string.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            Unmount::now(p);
+        }
+    }
+}
+
+/// Mount the container's root on `merged` in the first mode that works here (or the one
+/// `KILN_ROOTFS` forces), telling the user when it is not native overlayfs. The copy mode
+/// returns the record of what the copy held, for the diff.
+fn mount_root(
+    p: &Prepared,
+    out_w: &OwnedFd,
+) -> Result<(copyroot::RootfsMode, Option<copyroot::Record>), String> {
+    use copyroot::RootfsMode as M;
+    let forced = p.rootfs_forced;
+    let mut why = Vec::new();
+    if matches!(forced, None | Some(M::Native)) {
+        match mount_io("overlay", &p.merged, "overlay", Some(&p.mount_data)) {
+            Ok(()) => return Ok((M::Native, None)),
+            Err(e) if forced.is_none() && copyroot::overlay_unavailable(&e) => {
+                why.push(format!("mounting overlayfs: {e}; kernel < 5.11?"));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "mounting overlayfs on {}: {e} (overlayfs in a user namespace needs \
+                     Linux 5.11 or later; KILN_ROOTFS=copy works everywhere)",
+                    p.merged.display()
+                ))
+            }
+        }
+    }
+    let tell = |mode: M, why: &[String]| {
+        let text = format!("kiln: {}\n", copyroot::warning(mode, &why.join("; ")));
+        match p.stdio {
+            Stdio::Inherit { .. } => {
+                let _ = std::io::stderr().write_all(text.as_bytes());
+            }
+            // What reaches `output` here is taken for a failure to start: the warning goes
+            // with the container's own output instead.
+            Stdio::Fds { stderr, .. } => {
+                // SAFETY: the caller keeps this descriptor open for the container.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stderr) };
+                let _ = nix::unistd::write(fd, text.as_bytes());
+            }
+            Stdio::Capture => {
+                let _ = nix::unistd::write(out_w, text.as_bytes());
+            }
+        }
+    };
+    if matches!(forced, None | Some(M::Fuse)) {
+        match mount_fuse(p) {
+            Ok(()) => {
+                tell(M::Fuse, &why);
+                return Ok((M::Fuse, None));
+            }
+            Err(e) if forced.is_none() => why.push(format!("fuse-overlayfs: {e}")),
+            Err(e) => return Err(format!("KILN_ROOTFS=fuse: {e}")),
+        }
+    }
+    tell(M::Copy, &why);
+    copyroot::populate(&p.lowers_full, &p.merged).map_err(|e| e.to_string())?;
+    let before = copyroot::record(&p.merged).map_err(|e| e.to_string())?;
+    // pivot_root needs a mount point.
+    mount_io(&p.merged.to_string_lossy(), &p.merged, "", None)
+        .map_err(|e| format!("bind-mounting {}: {e}", p.merged.display()))?;
+    Ok((M::Copy, Some(before)))
+}
+
+/// mount(2) for the root's modes; no fstype is a bind mount.
+fn mount_io(src: &str, target: &Path, fstype: &str, data: Option<&CString>) -> std::io::Result<()> {
+    let bad = || std::io::Error::from_raw_os_error(libc::EINVAL);
+    let s = cstr(src).map_err(|_| bad())?;
+    let t = CString::new(target.as_os_str().as_bytes()).map_err(|_| bad())?;
+    let f = cstr(fstype).map_err(|_| bad())?;
+    let flags = if fstype.is_empty() { libc::MS_BIND } else { 0 };
+    // SAFETY: all pointers are valid NUL-terminated strings (or null data) for the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            f.as_ptr(),
+            flags,
+            data.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn mount_fuse(p: &Prepared) -> Result<(), String> {
+    let bin = p
+        .fuse_bin
+        .as_ref()
+        .ok_or("fuse-overlayfs is not installed (Debian: apt-get install fuse-overlayfs)")?;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .map_err(|e| format!("/dev/fuse: {e}"))?;
+    let out = std::process::Command::new(bin)
+        .arg("-o")
+        .arg(&p.fuse_data)
+        .arg(&p.merged)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The copy mode's end: the layer from comparing `merged` with what the copy held, then
+/// the copy removed (from inside the user namespace, where its owners are the keeper's).
+fn finish_copy(p: &Prepared, before: &copyroot::Record, created: &[PathBuf]) -> Result<(), String> {
+    let settled: std::collections::HashSet<PathBuf> = created
+        .iter()
+        .filter_map(|c| c.parent()?.strip_prefix(&p.merged).ok())
+        .map(Path::to_path_buf)
+        .collect();
+    let result = match &p.layer_tar {
+        None => Ok(()),
+        Some(tar) => (|| {
+            let f = std::fs::File::create(tar).map_err(|e| format!("{}: {e}", tar.display()))?;
+            let (w, _) = copyroot::diff_copy(
+                &p.merged,
+                before,
+                &settled,
+                std::io::BufWriter::new(f),
+                crate::layer::BuildOptions {
+                    source_date_epoch: p.source_date_epoch,
+                },
+            )
+            .map_err(|e| format!("reading the container's changes: {e}"))?;
+            w.into_inner()
+                .map(drop)
+                .map_err(|e| format!("{}: {e}", tar.display()))
+        })(),
+    };
+    let _ = std::fs::remove_dir_all(&p.merged);
+    let _ = std::fs::remove_dir_all(&p.upper);
+    let _ = std::fs::remove_dir_all(p.scratch.join("work"));
+    result
 }
 
 /// Create in the merged root the mount points the command process needs and the image

@@ -1,8 +1,10 @@
 //! Layer snapshots as overlayfs lower dirs. A snapshot holds one layer unpacked on its own;
 //! its OCI whiteouts become overlayfs ones so the overlay hides what the layer deleted:
 //! `.wh.NAME` is a character device 0/0 named NAME (which any user may create since Linux
-//! 5.8), and `.wh..wh..opq` is the xattr `user.overlay.opaque=y` on its directory (the form
-//! overlayfs reads when mounted with `userxattr`, as it is inside a user namespace).
+//! 5.8; where the filesystem refuses it, as overlayfs does, an empty file with the xattr
+//! `user.overlay.whiteout`), and `.wh..wh..opq` is the xattr `user.overlay.opaque=y` on its
+//! directory (the form overlayfs reads when mounted with `userxattr`, as it is inside a user
+//! namespace).
 
 use super::{IdPlan, RuntimeError};
 use crate::image::Digest;
@@ -16,6 +18,21 @@ use std::path::{Path, PathBuf};
 const WH: &str = ".wh.";
 const OPQ: &str = ".wh..wh..opq";
 pub(crate) const OPAQUE_XATTR: &str = "user.overlay.opaque";
+const WHITEOUT_XATTR: &str = "user.overlay.whiteout";
+/// On a directory: some of its entries are xattr whiteouts (Linux 6.7's format).
+const WHITEOUTS_XATTR: &str = "user.overlay.whiteouts";
+
+/// Is this entry of a snapshot (or an upper dir) a whiteout: a 0/0 character device, or a
+/// file marked with the `overlay.whiteout` xattr?
+pub(crate) fn is_whiteout(path: &Path, md: &fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    (md.file_type().is_char_device() && md.rdev() == 0)
+        || (md.is_file()
+            && md.len() == 0
+            && ["user.overlay.whiteout", "trusted.overlay.whiteout"]
+                .iter()
+                .any(|k| xattr::get(path, k).is_ok_and(|v| v.is_some())))
+}
 
 /// The snapshot of the layer `diff_id` (uncompressed tar at `tar`), made if missing. Without
 /// root but with subordinate ids, it is unpacked inside a user namespace mapped as the
@@ -70,13 +87,22 @@ pub fn to_overlay_whiteouts(dir: &Path) -> Result<(), RuntimeError> {
         } else if let Some(hidden) = bytes.strip_prefix(WH.as_bytes()) {
             fs::remove_file(&path).map_err(|e| RuntimeError::io(&path, e))?;
             let target = dir.join(std::ffi::OsStr::from_bytes(hidden));
-            nix::sys::stat::mknod(
+            if let Err(e) = nix::sys::stat::mknod(
                 &target,
                 nix::sys::stat::SFlag::S_IFCHR,
                 nix::sys::stat::Mode::empty(),
                 0,
-            )
-            .map_err(|e| RuntimeError::io(&target, e.into()))?;
+            ) {
+                if e != nix::errno::Errno::EPERM {
+                    return Err(RuntimeError::io(&target, e.into()));
+                }
+                // overlayfs refuses 0/0 devices on itself (a store inside a docker
+                // container): an empty file marked by xattr, as Linux 6.7 reads them.
+                fs::write(&target, b"").map_err(|e| RuntimeError::io(&target, e))?;
+                xattr::set(&target, WHITEOUT_XATTR, b"y")
+                    .map_err(|e| RuntimeError::io(&target, e))?;
+                xattr::set(dir, WHITEOUTS_XATTR, b"y").map_err(|e| RuntimeError::io(dir, e))?;
+            }
         } else {
             let md = fs::symlink_metadata(&path).map_err(|e| RuntimeError::io(&path, e))?;
             if md.is_dir() {
@@ -91,6 +117,20 @@ pub fn to_overlay_whiteouts(dir: &Path) -> Result<(), RuntimeError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    #[test]
+    fn whiteouts_are_devices_or_marked_empty_files() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("f");
+        fs::write(&f, b"").unwrap();
+        assert!(!is_whiteout(&f, &fs::symlink_metadata(&f).unwrap()));
+        // tmpfs in some sandboxes refuses user xattrs.
+        if xattr::set(&f, WHITEOUT_XATTR, b"y").is_ok() {
+            assert!(is_whiteout(&f, &fs::symlink_metadata(&f).unwrap()));
+            fs::write(&f, b"data").unwrap();
+            assert!(!is_whiteout(&f, &fs::symlink_metadata(&f).unwrap()));
+        }
+    }
 
     #[test]
     fn whiteouts_become_overlay_ones() {

@@ -5,82 +5,45 @@
 
 mod common;
 
-use common::{busybox_tar, context, ensure_test_user, have, is_root, run, TEST_USER as USER};
+use common::env::{As, Env};
+use common::{have, is_root, run};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-#[derive(Clone, Copy, PartialEq)]
-enum As {
-    Root,
-    Rootless,
+/// A store with busybox imported at a fixed time, so that every store has the same base.
+fn env(who: As) -> Env {
+    env_in(who, &std::env::temp_dir())
 }
 
-/// A private directory with kiln, busybox and a store of its own (so no build reuses the
-/// cache of a build made in another mode).
-struct Env {
-    dir: tempfile::TempDir,
-    who: As,
+fn env_in(who: As, parent: &std::path::Path) -> Env {
+    let e = Env::empty_in(who, parent);
+    let out = e.kv(&["import", "busybox.tar", "busybox:latest"], &[]);
+    assert!(out.status.success(), "import: {}", text(&out));
+    e
 }
 
-impl Env {
-    fn new(who: As) -> Env {
-        Env::new_in(who, &std::env::temp_dir())
-    }
+/// What these tests add to the shared [`Env`] (each test's store is its own, so no build
+/// reuses the cache of a build made in another mode).
+trait ModesEnv {
+    /// kiln with SOURCE_DATE_EPOCH set (so times agree between modes) and `vars`.
+    fn kv(&self, args: &[&str], vars: &[(&str, &str)]) -> Output;
+    fn build(&self, mode: &str) -> String;
+    fn image(&self) -> (String, Vec<String>);
+    fn listing(&self) -> String;
+}
 
-    fn new_in(who: As, parent: &Path) -> Env {
-        let dir = tempfile::tempdir_in(parent).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_kiln"), dir.path().join("kiln")).unwrap();
-        std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
-        let e = Env { dir, who };
-        if who == As::Rootless && is_root() {
-            ensure_test_user();
-            run(Command::new("chown").arg("-R").arg(USER).arg(e.dir.path()));
-        }
-        let out = e.kiln(&["import", "busybox.tar", "busybox:latest"], &[]);
-        assert!(out.status.success(), "import: {}", text(&out));
-        e
-    }
-
-    fn kiln(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
-        let mut c = if self.who == As::Rootless && is_root() {
-            let mut c = Command::new("/usr/bin/setpriv");
-            c.args(["--reuid", USER, "--regid", USER, "--init-groups"])
-                .arg(self.dir.path().join("kiln"))
-                .env("HOME", format!("/home/{USER}"));
-            c
-        } else {
-            Command::new(self.dir.path().join("kiln"))
-        };
-        c.current_dir(self.dir.path())
-            .arg("--root")
-            .arg(self.dir.path().join("store"))
-            .args(args)
-            .env_remove("KILN_ROOTFS")
-            .env("SOURCE_DATE_EPOCH", "1700000000")
-            .envs(vars.iter().copied())
-            .output()
-            .unwrap()
-    }
-
-    fn context(&self, files: &[(&str, &str)]) -> PathBuf {
-        let src = context(files);
-        let dest = self.dir.path().join("ctx");
-        std::fs::create_dir_all(&dest).unwrap();
-        for (p, _) in files {
-            std::fs::copy(src.path().join(p), dest.join(p)).unwrap();
-        }
-        if self.who == As::Rootless && is_root() {
-            run(Command::new("chown").arg("-R").arg(USER).arg(&dest));
-        }
-        dest
+impl ModesEnv for Env {
+    fn kv(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut all = vec![("SOURCE_DATE_EPOCH", "1700000000")];
+        all.extend_from_slice(vars);
+        self.kiln_with(args, &all, None)
     }
 
     /// Build DOCKERFILE with `KILN_ROOTFS=mode` ("": the mode kiln finds); returns the log.
     fn build(&self, mode: &str) -> String {
-        let ctx = self.context(&[("Dockerfile", DOCKERFILE)]);
-        let out = self.kiln(
+        let ctx = self.context("ctx", &[("Dockerfile", DOCKERFILE)]);
+        let out = self.kv(
             &[
                 "build",
                 "--progress=plain",
@@ -93,10 +56,6 @@ impl Env {
         let log = text(&out);
         assert!(out.status.success(), "build in {mode} mode failed:\n{log}");
         log
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
     }
 
     /// The manifest digest of `modes:1` and its layer blobs' digests.
@@ -193,10 +152,10 @@ RUN --mount=type=cache,target=/var/cache/kiln-test echo c > /var/cache/kiln-test
 "#;
 
 fn same_image_in(who: As, mode: &str) {
-    let native = Env::new(who);
+    let native = env(who);
     let log = native.build("native");
     assert!(!log.contains("warning: overlayfs"), "{log}");
-    let other = Env::new(who);
+    let other = env(who);
     let log = other.build(mode);
     assert!(log.contains(mode), "no word of the {mode} mode:\n{log}");
     let (a, b) = (native.image(), other.image());
@@ -208,7 +167,7 @@ fn same_image_in(who: As, mode: &str) {
         other.listing()
     );
     // The same bytes could still be wrong the same way: check what the image holds.
-    let out = other.kiln(
+    let out = other.kv(
         &[
             "run",
             "--rm",
@@ -296,10 +255,10 @@ impl Drop for OnOverlay {
 }
 
 fn finds_a_mode_when_overlay_is_refused(who: As, expect: &str) {
-    let native = Env::new(who);
+    let native = env(who);
     native.build("native");
     let ov = OnOverlay::new();
-    let e = Env::new_in(who, &ov.path());
+    let e = env_in(who, &ov.path());
     let log = e.build("");
     let warned = "warning: overlayfs is not available in a user namespace here \
                   (mounting overlayfs: Invalid argument";
@@ -343,8 +302,8 @@ fn falls_back_to_a_copy_by_itself_rootless() {
 
 #[test]
 fn copy_mode_run_changes_nothing_in_the_image_and_exit_codes_pass() {
-    let e = Env::new(As::Rootless);
-    let out = e.kiln(
+    let e = env(As::Rootless);
+    let out = e.kv(
         &[
             "run",
             "--rm",
@@ -361,7 +320,7 @@ fn copy_mode_run_changes_nothing_in_the_image_and_exit_codes_pass() {
         "{}",
         text(&out)
     );
-    let out = e.kiln(
+    let out = e.kv(
         &["run", "--rm", "busybox:latest", "ls", "/bin/vi"],
         &[("KILN_ROOTFS", "copy")],
     );
@@ -370,9 +329,9 @@ fn copy_mode_run_changes_nothing_in_the_image_and_exit_codes_pass() {
 
 #[test]
 fn copy_mode_detached_container_takes_exec_and_logs() {
-    let e = Env::new(As::Rootless);
+    let e = env(As::Rootless);
     let copy = [("KILN_ROOTFS", "copy")];
-    let out = e.kiln(
+    let out = e.kv(
         &[
             "run",
             "-d",
@@ -386,7 +345,7 @@ fn copy_mode_detached_container_takes_exec_and_logs() {
         &copy,
     );
     assert!(out.status.success(), "{}", text(&out));
-    let out = e.kiln(
+    let out = e.kv(
         &[
             "exec",
             "cp",
@@ -397,16 +356,16 @@ fn copy_mode_detached_container_takes_exec_and_logs() {
         &copy,
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n/bin/vi\n");
-    let logs = text(&e.kiln(&["logs", "cp"], &[]));
+    let logs = text(&e.kv(&["logs", "cp"], &[]));
     assert!(logs.contains("started"), "{logs}");
-    let out = e.kiln(&["rm", "-f", "cp"], &[]);
+    let out = e.kv(&["rm", "-f", "cp"], &[]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
 #[test]
 fn an_unknown_mode_is_a_clear_error() {
-    let e = Env::new(if is_root() { As::Root } else { As::Rootless });
-    let out = e.kiln(
+    let e = env(if is_root() { As::Root } else { As::Rootless });
+    let out = e.kv(
         &["run", "--rm", "busybox:latest", "true"],
         &[("KILN_ROOTFS", "vfs")],
     );
@@ -417,8 +376,8 @@ fn an_unknown_mode_is_a_clear_error() {
         .map(|m| std::os::unix::fs::MetadataExt::mode(&m) & 0o006 != 0o006)
         .unwrap_or(true);
     if is_root() && fuse_closed {
-        let e = Env::new(As::Rootless);
-        let out = e.kiln(
+        let e = env(As::Rootless);
+        let out = e.kv(
             &["run", "--rm", "busybox:latest", "true"],
             &[("KILN_ROOTFS", "fuse")],
         );

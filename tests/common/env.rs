@@ -55,9 +55,20 @@ impl Env {
         e
     }
 
+    /// As [`Env::new`], the directory made under `parent` (a filesystem of the test's).
+    pub fn new_in(who: As, parent: &Path) -> Env {
+        let e = Env::empty_in(who, parent);
+        e.ok(&["import", "busybox.tar", "busybox:latest"]);
+        e
+    }
+
     /// A directory with kiln and `busybox.tar`, and no store yet.
     pub fn empty(who: As) -> Env {
-        let dir = tempfile::tempdir().unwrap();
+        Env::empty_in(who, &std::env::temp_dir())
+    }
+
+    pub fn empty_in(who: As, parent: &Path) -> Env {
+        let dir = tempfile::tempdir_in(parent).unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::os::unix::fs::symlink(kiln_copy(), dir.path().join("kiln")).unwrap();
         std::fs::copy(busybox_tar(), dir.path().join("busybox.tar")).unwrap();
@@ -94,7 +105,8 @@ impl Env {
             .arg("--root")
             .arg(self.store())
             .args(args)
-            .env_remove("SOURCE_DATE_EPOCH");
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("KILN_ROOTFS");
         c
     }
 

@@ -33,20 +33,7 @@ pub fn exec_env(
     hostname: &str,
     home: Option<&str>,
 ) -> Vec<String> {
-    let mut env = super::container::merge_env(base, extra);
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        );
-    }
-    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-        env.push(format!("HOSTNAME={hostname}"));
-    }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", home.unwrap_or("/root")));
-    }
-    env
+    super::fill_env(super::container::merge_env(base, extra), hostname, home)
 }
 
 /// The namespaces entered, in order: the user namespace first.
@@ -102,21 +89,7 @@ pub fn exec(
     )?;
     let argv: Vec<CString> = spec.argv.iter().map(cstr).collect::<Result<_, _>>()?;
     let env: Vec<CString> = spec.env.iter().map(cstr).collect::<Result<_, _>>()?;
-    let path_var = spec
-        .env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    let program: Vec<CString> = if arg0.contains('/') {
-        vec![cstr(arg0)?]
-    } else {
-        path_var
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| cstr(format!("{}/{arg0}", d.trim_end_matches('/'))))
-            .collect::<Result<_, _>>()?
-    };
+    let program = super::program_paths(arg0, &spec.env)?;
     let cwd = cstr(if spec.cwd.is_empty() { "/" } else { &spec.cwd })?;
     let dot = cstr(".")?;
     let (err_r, err_w) = super::pipe()?;

@@ -644,33 +644,8 @@ impl Prepared {
             escape(&upper),
             escape(&work)
         );
-        let path_var = spec
-            .env
-            .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-        let arg0 = &spec.argv[0];
-        let program: Vec<CString> = if arg0.contains('/') {
-            vec![cstr(arg0)?]
-        } else {
-            path_var
-                .split(':')
-                .filter(|d| !d.is_empty())
-                .map(|d| cstr(format!("{}/{arg0}", d.trim_end_matches('/'))))
-                .collect::<Result<_, _>>()?
-        };
-        let mut env: Vec<String> = spec.env.clone();
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.insert(0, format!("PATH={path_var}"));
-        }
-        if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
-            env.push(format!("HOSTNAME={hostname}"));
-        }
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            let home = spec.user.home.clone().unwrap_or_else(|| "/root".into());
-            env.push(format!("HOME={home}"));
-        }
+        let env = fill_env(spec.env.clone(), hostname, spec.user.home.as_deref());
+        let program = program_paths(&spec.argv[0], &env)?;
         Ok(Prepared {
             lower_dir: match (common, spec.lowers.is_empty()) {
                 (Some(c), false) => Some(cstr(c.as_os_str().as_bytes())?),
@@ -718,6 +693,40 @@ impl Prepared {
             net_ready: None,
         })
     }
+}
+
+/// docker's PATH for an image that sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A command's environment with PATH, HOSTNAME and HOME set when the image and the user
+/// gave none, as docker does.
+pub(crate) fn fill_env(mut env: Vec<String>, hostname: &str, home: Option<&str>) -> Vec<String> {
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, format!("PATH={DEFAULT_PATH}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home.unwrap_or("/root")));
+    }
+    env
+}
+
+/// Where to look for `arg0`: itself when it has a slash, else each directory of the
+/// environment's PATH (the container's, not kiln's), for [`exec_first`].
+pub(crate) fn program_paths(arg0: &str, env: &[String]) -> Result<Vec<CString>, RuntimeError> {
+    if arg0.contains('/') {
+        return Ok(vec![cstr(arg0)?]);
+    }
+    env.iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| cstr(format!("{}/{arg0}", d.trim_end_matches('/'))))
+        .collect()
 }
 
 pub(crate) fn os_err(what: &str) -> String {

@@ -8,119 +8,10 @@ use common::{context, have, run, Kiln};
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-/// A registry process with its own storage and log; killed when dropped.
-struct Registry {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-fn registry_bin() -> Option<PathBuf> {
-    if Path::new("/usr/bin/docker-registry").exists() {
-        return Some(PathBuf::from("/usr/bin/docker-registry"));
-    }
-    have("docker-registry").then(|| PathBuf::from("docker-registry"))
-}
-
-impl Registry {
-    /// Starts a registry; with `htpasswd`, one that wants basic auth for that user.
-    fn start(htpasswd: Option<(&str, &str)>) -> Option<Registry> {
-        let bin = registry_bin()?;
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((user, pass)) = htpasswd {
-            if !have("htpasswd") {
-                return None;
-            }
-            let file = dir.path().join("htpasswd");
-            run(Command::new("htpasswd")
-                .arg("-Bbc")
-                .arg(&file)
-                .arg(user)
-                .arg(pass));
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
-                file.display()
-            ));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let reg = Registry { child, port, dir };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "registry did not start:\n{}",
-                reg.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(reg)
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
-    }
-
-    /// The HTTP methods of the access log, in order.
-    fn methods(&self) -> Vec<String> {
-        let log = self.log();
-        let mut out = Vec::new();
-        for line in log.lines() {
-            for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
-                if line.contains(&format!("\"{m} /v2/")) {
-                    out.push(m.to_string());
-                }
-            }
-        }
-        out
-    }
-
-    /// The stored file of a blob.
-    fn blob_data(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .path()
-            .join("data/docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Registry = common::LoopbackRegistry;
 
 fn kiln_fails(k: &Kiln, args: &[&str]) -> String {
     let out = k.cmd().args(args).output().unwrap();
@@ -150,7 +41,7 @@ fn store_blobs(k: &Kiln) -> usize {
 
 #[test]
 fn push_is_read_by_skopeo_pull_gets_the_same_image_and_repush_only_heads() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let name = format!("{}/t/busybox:1", reg.host());
@@ -269,7 +160,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn build_from_a_registry_image_into_an_empty_store() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let base = format!("{}/t/base:1", reg.host());
@@ -337,7 +228,7 @@ fn image_pushed_by_skopeo_is_pulled_by_kiln_with_platform_choice_and_digest_chec
     if !have("skopeo") {
         return;
     }
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let k1 = Kiln::new();
@@ -428,7 +319,7 @@ fn put_manifest(reg: &Registry, repo: &str, tag: &str, media_type: &str, body: &
 
 #[test]
 fn login_and_logout_against_an_htpasswd_registry() {
-    let Some(reg) = Registry::start(Some(("kiln", "right-pass"))) else {
+    let Some(reg) = Registry::start_with(Some(("kiln", "right-pass"))) else {
         return;
     };
     let config_dir = tempfile::tempdir().unwrap();
@@ -523,7 +414,7 @@ fn login_and_logout_against_an_htpasswd_registry() {
 
 #[test]
 fn big_layers_go_up_in_chunks_and_come_back_intact() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     // 80 MiB of noise: gzip cannot shrink it under the 64 MiB monolithic limit.
@@ -561,7 +452,7 @@ fn big_layers_go_up_in_chunks_and_come_back_intact() {
     k2.ok(&["pull", &name]);
     assert_eq!(image_id(&k2, &name), image_id(&k1, &name));
     // To another registry the compressed blob, now in the store, goes up in chunks.
-    let Some(reg2) = Registry::start(None) else {
+    let Some(reg2) = Registry::start_with(None) else {
         return;
     };
     let name2 = format!("{}/big/noise:1", reg2.host());
@@ -574,24 +465,6 @@ fn big_layers_go_up_in_chunks_and_come_back_intact() {
     let k3 = Kiln::new();
     k3.ok(&["pull", &name2]);
     assert_eq!(image_id(&k3, &name2), image_id(&k1, &name));
-}
-
-impl Registry {
-    /// `METHOD /path` of every request logged since entry `from` of [`Registry::requests`].
-    fn requests(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for line in self.log().lines() {
-            for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
-                let Some(at) = line.find(&format!("\"{m} /v2/")) else {
-                    continue;
-                };
-                let rest = &line[at + 1..];
-                let path = rest.split(' ').nth(1).unwrap_or_default();
-                out.push(format!("{m} {path}"));
-            }
-        }
-        out
-    }
 }
 
 /// `kiln build --progress=plain ARGS CONTEXT`: (image ID, stderr).
@@ -622,7 +495,7 @@ fn layer_count(k: &Kiln, id: &str) -> usize {
 
 #[test]
 fn cache_to_a_registry_lets_an_empty_store_reuse_every_layer() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let cache = format!("{}/ci/cache:main", reg.host());
@@ -727,7 +600,7 @@ fn cache_to_a_registry_lets_an_empty_store_reuse_every_layer() {
 
 #[test]
 fn cache_mode_max_exports_the_steps_of_every_stage() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let dockerfile = "FROM scratch AS builder\nCOPY a /a\nCOPY b /b\n\
@@ -794,7 +667,7 @@ fn cache_mode_max_exports_the_steps_of_every_stage() {
 
 #[test]
 fn build_push_sends_every_tag() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let ctx = context(&[("Dockerfile", "FROM scratch\nCOPY a /a\n"), ("a", "aaa")]);
@@ -839,7 +712,7 @@ esac
 
 #[test]
 fn credential_helpers_keep_the_secret_out_of_config_json() {
-    let Some(reg) = Registry::start(Some(("kiln", "right-pass"))) else {
+    let Some(reg) = Registry::start_with(Some(("kiln", "right-pass"))) else {
         return;
     };
     let bin = tempfile::tempdir().unwrap();
@@ -937,7 +810,7 @@ fn credential_helpers_keep_the_secret_out_of_config_json() {
 
 #[test]
 fn pushing_to_another_repository_mounts_the_blobs() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let a = format!("{}/team/a:1", reg.host());
@@ -992,7 +865,7 @@ fn pushing_to_another_repository_mounts_the_blobs() {
 
 #[test]
 fn push_with_zstd_layers_is_pulled_back_as_the_same_image() {
-    let Some(reg) = Registry::start(None) else {
+    let Some(reg) = Registry::start_with(None) else {
         return;
     };
     let name = format!("{}/z/busybox:1", reg.host());

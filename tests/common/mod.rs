@@ -166,8 +166,8 @@ pub fn conformance_dir_if_present() -> Option<PathBuf> {
 }
 
 /// A docker-registry (the CNCF distribution server Debian packages) on a free loopback port,
-/// with its own storage and log; killed when dropped. `None` when the server is not installed
-/// (and KILN_REQUIRE_TOOLS is unset).
+/// with its own storage and access log; killed when dropped. `None` when the server is not
+/// installed (and KILN_REQUIRE_TOOLS is unset).
 pub struct LoopbackRegistry {
     child: std::process::Child,
     pub port: u16,
@@ -176,6 +176,11 @@ pub struct LoopbackRegistry {
 
 impl LoopbackRegistry {
     pub fn start() -> Option<LoopbackRegistry> {
+        LoopbackRegistry::start_with(None)
+    }
+
+    /// With `htpasswd`, a registry that wants basic auth for that user.
+    pub fn start_with(htpasswd: Option<(&str, &str)>) -> Option<LoopbackRegistry> {
         let bin = if Path::new("/usr/bin/docker-registry").exists() {
             PathBuf::from("/usr/bin/docker-registry")
         } else if have("docker-registry") {
@@ -189,12 +194,27 @@ impl LoopbackRegistry {
             .local_addr()
             .unwrap()
             .port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: 127.0.0.1:{port}\n",
             dir.path().join("data").display()
         );
+        if let Some((user, pass)) = htpasswd {
+            if !have("htpasswd") {
+                return None;
+            }
+            let file = dir.path().join("htpasswd");
+            run(std::process::Command::new("htpasswd")
+                .arg("-Bbc")
+                .arg(&file)
+                .arg(user)
+                .arg(pass));
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                file.display()
+            ));
+        }
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
@@ -227,6 +247,41 @@ impl LoopbackRegistry {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// `METHOD /path` of every request in the access log, in order.
+    pub fn requests(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in self.log().lines() {
+            for m in ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE"] {
+                let Some(at) = line.find(&format!("\"{m} /v2/")) else {
+                    continue;
+                };
+                let rest = &line[at + 1..];
+                let path = rest.split(' ').nth(1).unwrap_or_default();
+                out.push(format!("{m} {path}"));
+            }
+        }
+        out
+    }
+
+    /// The HTTP methods of the access log, in order.
+    pub fn methods(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .map(|r| r.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The stored file of a blob.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
     }
 }
 

@@ -3,14 +3,15 @@
 # the peers' (BuildKit, buildah, podman) measured on this machine (../shared/bench).
 #
 #   benches/builds.sh [CONTEXTS] [SCENARIOS]
-#     CONTEXTS   bigfile app multistage pyapp     (default: bigfile — the ones kiln can build today)
+#     CONTEXTS   bigfile app multistage pyapp     (default: bigfile)
 #     SCENARIOS  cold nochange late early        (default: all that apply)
 #   env: RUNS (default 5; 3 for bigfile), CTX_DIR (default /tmp/bench-ctx), BIG_MB (bigfile size,
 #        default 1024), KILN (the binary; default target/release/kiln, built if missing)
 #
-# The contexts start FROM 127.0.0.1:5000/busybox:latest; until kiln pulls from registries the
-# script imports a busybox rootfs (Debian's busybox-static) under that name. Cold runs start
-# from a store holding only that base image, as the peers' cold runs did.
+# The contexts start FROM 127.0.0.1:5000/busybox:latest (pyapp: debian-python): the script
+# imports a busybox rootfs (Debian's busybox-static) under that name, so no registry needs to
+# run. Cold runs start from a store holding only the base image, unpacked as a pull leaves it,
+# as the peers' cold runs did.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 TOP="$(cd "$HERE/.." && pwd)"

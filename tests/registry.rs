@@ -484,6 +484,28 @@ fn build(k: &Kiln, args: &[&str], ctx: &Path) -> (String, String) {
     )
 }
 
+/// A build with `--cache-from type=registry,ref=CACHE`: (image ID, stderr, how many blobs of
+/// the cache repository it downloaded, the requests it made).
+fn build_from_cache(
+    reg: &Registry,
+    k: &Kiln,
+    cache: &str,
+    ctx: &Path,
+) -> (String, String, usize, Vec<String>) {
+    let before = reg.requests().len();
+    let (id, err) = build(
+        k,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+        ctx,
+    );
+    let new = reg.requests().split_off(before);
+    let gets = new
+        .iter()
+        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
+        .count();
+    (id, err, gets, new)
+}
+
 fn cached_steps(stderr: &str) -> usize {
     stderr.lines().filter(|l| l.contains(" CACHED ")).count()
 }
@@ -533,19 +555,9 @@ fn cache_to_a_registry_lets_an_empty_store_reuse_every_layer() {
     // downloaded.
     let ctx2 = files("bbb");
     let k2 = Kiln::new();
-    let before = reg.requests().len();
-    let (id2, err2) = build(
-        &k2,
-        &["--cache-from", &format!("type=registry,ref={cache}")],
-        ctx2.path(),
-    );
+    let (id2, err2, blob_gets, new) = build_from_cache(&reg, &k2, &cache, ctx2.path());
     assert_eq!(id2, id1, "{err2}");
     assert_eq!(cached_steps(&err2), 5, "{err2}");
-    let new = reg.requests().split_off(before);
-    let blob_gets = new
-        .iter()
-        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
-        .count();
     assert_eq!(blob_gets, layers + 1, "{new:?}");
     // The store now holds the hits locally: a rebuild asks nothing of the registry.
     let before = reg.requests().len();
@@ -558,19 +570,9 @@ fn cache_to_a_registry_lets_an_empty_store_reuse_every_layer() {
     // layer of `COPY a` is downloaded.
     let ctx3 = files("changed");
     let k3 = Kiln::new();
-    let before = reg.requests().len();
-    let (id3, err3) = build(
-        &k3,
-        &["--cache-from", &format!("type=registry,ref={cache}")],
-        ctx3.path(),
-    );
+    let (id3, err3, layer_gets, new) = build_from_cache(&reg, &k3, &cache, ctx3.path());
     assert_ne!(id3, id1);
     assert_eq!(cached_steps(&err3), 2, "{err3}");
-    let new = reg.requests().split_off(before);
-    let layer_gets = new
-        .iter()
-        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
-        .count();
     assert_eq!(layer_gets, 2, "{new:?}");
 
     // A cache that does not exist yet (the first CI run) is a warning, not a failure.
@@ -648,19 +650,9 @@ fn cache_mode_max_exports_the_steps_of_every_stage() {
     // Every step hits, and what comes down is the key map and the final image's layers
     // only: the builder stage's layers are not in the image and nothing reads them.
     let k4 = Kiln::new();
-    let before = reg.requests().len();
-    let (id4, err4) = build(
-        &k4,
-        &["--cache-from", &format!("type=registry,ref={max}")],
-        ctx2.path(),
-    );
+    let (id4, err4, blob_gets, new) = build_from_cache(&reg, &k4, &max, ctx2.path());
     assert_eq!(id4, id1);
     assert_eq!(cached_steps(&err4), 4, "{err4}");
-    let new = reg.requests().split_off(before);
-    let blob_gets = new
-        .iter()
-        .filter(|r| r.starts_with("GET /v2/ci/cache/blobs/"))
-        .count();
     assert_eq!(layer_count(&k4, &id4), 2);
     assert_eq!(blob_gets, layer_count(&k4, &id4) + 1, "{new:?}");
 }

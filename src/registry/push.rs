@@ -238,17 +238,7 @@ fn stream_layer(
     op: &str,
 ) -> Result<Descriptor> {
     let what = format!("{op}: uploading layer {diff_id}");
-    let resp = client.request(
-        "POST",
-        &client.url("blobs/uploads/"),
-        &[("Content-Length", "0")],
-        &Body::Empty,
-        op,
-    )?;
-    if resp.status() != 202 {
-        return Err(client.http_error(&what, resp));
-    }
-    let location = location_of(client, &resp)?;
+    let location = start_upload(client, &what, op)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
     std::thread::scope(|s| {
         let upload = s.spawn(|| -> Result<String> {
@@ -498,19 +488,7 @@ pub(super) fn mount_or_upload(
     }
     let location = match session {
         Some(l) => l,
-        None => {
-            let resp = client.request(
-                "POST",
-                &client.url("blobs/uploads/"),
-                &[("Content-Length", "0")],
-                &Body::Empty,
-                op,
-            )?;
-            if resp.status() != 202 {
-                return Err(client.http_error(&what, resp));
-            }
-            location_of(client, &resp)?
-        }
+        None => start_upload(client, &what, op)?,
     };
     upload_blob(client, store, desc, location, op)?;
     sources::record(store, &desc.digest, &client.registry, &client.repository);
@@ -587,6 +565,21 @@ fn upload_blob(
         return Err(client.http_error(&what, final_resp));
     }
     Ok(())
+}
+
+/// Opens an upload session; returns where to send the blob.
+fn start_upload(client: &Client, what: &str, op: &str) -> Result<String> {
+    let resp = client.request(
+        "POST",
+        &client.url("blobs/uploads/"),
+        &[("Content-Length", "0")],
+        &Body::Empty,
+        op,
+    )?;
+    if resp.status() != 202 {
+        return Err(client.http_error(what, resp));
+    }
+    location_of(client, &resp)
 }
 
 fn location_of(client: &Client, resp: &ureq::Response) -> Result<String> {

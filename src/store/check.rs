@@ -263,12 +263,10 @@ impl Store {
                 },
             };
             if let Some(detail) = why {
-                let repaired = if opts.repair {
+                let repaired = removed_if(opts.repair, || {
                     self.cache_remove(key)?;
-                    Some("removed".to_string())
-                } else {
-                    None
-                };
+                    Ok(())
+                })?;
                 report.issues.push(Issue {
                     kind: IssueKind::Problem,
                     what: format!("cache entry {}", path.display()),
@@ -296,12 +294,10 @@ impl Store {
                     }
                     Some(_) => continue,
                 };
-                let repaired = if opts.repair {
+                let repaired = removed_if(opts.repair, || {
                     fsutil::remove_tree(&path)?;
-                    Some("removed".to_string())
-                } else {
-                    None
-                };
+                    Ok(())
+                })?;
                 report.issues.push(Issue {
                     kind: IssueKind::Problem,
                     what: format!("compressed-variant record {}", path.display()),
@@ -429,12 +425,10 @@ impl Store {
                 continue;
             }
             let path = records.join(&name);
-            let repaired = if opts.repair {
+            let repaired = removed_if(opts.repair, || {
                 fsutil::remove_tree(&path)?;
-                Some("removed".to_string())
-            } else {
-                None
-            };
+                Ok(())
+            })?;
             report.issues.push(Issue {
                 kind: IssueKind::Leftover,
                 what: path.display().to_string(),
@@ -488,12 +482,10 @@ impl Store {
                 report.in_progress += 1;
                 continue;
             }
-            let repaired = if opts.repair {
+            let repaired = removed_if(opts.repair, || {
                 fsutil::remove_tree(&path)?;
-                Some("removed".to_string())
-            } else {
-                None
-            };
+                Ok(())
+            })?;
             drop(held);
             report.issues.push(Issue {
                 kind: IssueKind::Leftover,
@@ -542,15 +534,13 @@ impl Store {
             } else {
                 continue;
             };
-            let repaired = if opts.repair {
+            let repaired = removed_if(opts.repair, || {
                 fsutil::remove_tree(&path)?;
                 if let Some(p) = &also {
                     fsutil::remove_tree(p)?;
                 }
-                Some("removed".to_string())
-            } else {
-                None
-            };
+                Ok(())
+            })?;
             report.issues.push(Issue {
                 kind: IssueKind::Leftover,
                 what: path.display().to_string(),
@@ -635,6 +625,15 @@ fn unescape_mount_path(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// With `repair`, run `remove` and say so (what an issue's `repaired` holds).
+fn removed_if(repair: bool, remove: impl FnOnce() -> Result<()>) -> Result<Option<String>> {
+    if !repair {
+        return Ok(None);
+    }
+    remove()?;
+    Ok(Some("removed".to_string()))
 }
 
 #[cfg(test)]
